@@ -1,0 +1,5 @@
+import sys
+
+from santong.cli import main
+
+sys.exit(main())

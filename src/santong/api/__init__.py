@@ -1,0 +1,1 @@
+"""The HTTP adapter: FastAPI in front of the transport-independent FHIR core."""

@@ -1,0 +1,145 @@
+"""The ASGI application: a thin FastAPI adapter over `santong.fhir.router.Router`.
+
+It turns HTTP into a FhirRequest (enforcing the body size limit), hands it to the core and
+writes the FhirResponse back; `/healthz` and `/readyz` serve orchestrators.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from santong import __version__
+from santong.api.logging import RequestLogMiddleware
+from santong.fhir import jsonio
+from santong.fhir.context import RequestContext
+from santong.fhir.formats import FHIR_JSON, response_media_type, wants_pretty
+from santong.fhir.outcome import FhirError, error
+from santong.fhir.request import FhirRequest, FhirResponse
+from santong.fhir.router import Router
+from santong.settings import Settings, get_settings
+from santong.storage.database import create_engine
+from santong.storage.migrate import current_revision, head_revision
+from santong.storage.repository import Repository
+
+log = logging.getLogger("santong")
+FHIR_BASE = "/fhir"
+_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    return str(request.base_url).rstrip("/") + FHIR_BASE
+
+
+def to_http(fhir_request: FhirRequest, response: FhirResponse) -> Response:
+    try:
+        media_type = response_media_type(fhir_request)
+    except FhirError:
+        media_type = FHIR_JSON  # errors (including the 406 itself) are still sent as JSON
+    body = b""
+    if response.body is not None or response.resource is not None:
+        body = response.body if response.body is not None else jsonio.dumps(response.resource)
+        if wants_pretty(fhir_request):
+            body = jsonio.prettify(body)
+    if fhir_request.method == "HEAD" or response.status == 304:
+        body = b""
+    headers = dict(response.headers)
+    if body or fhir_request.method == "HEAD":
+        headers["Content-Type"] = f"{media_type}; charset=utf-8"
+    return Response(content=body, status_code=response.status, headers=headers)
+
+
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    url = database_url or settings.database_url
+    if url is None:
+        raise RuntimeError("create_app needs a database URL (santong serve starts one)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(url, pool_size=settings.db_pool_size)
+        app.state.engine = engine
+        app.state.router = Router(Repository(engine), settings)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="Santong FHIR server", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(RequestLogMiddleware, json_logs=settings.log_json)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            async with request.app.state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+                revision = await current_revision(connection)
+        except Exception as exc:
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "database unavailable"}, status_code=503,
+                                headers={"Retry-After": str(settings.retry_after_seconds)})
+        head = head_revision()
+        if revision != head:
+            return JSONResponse({"status": f"migrations pending: at {revision}, head is {head}"},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "schema": revision})
+
+    @app.api_route(FHIR_BASE, methods=_METHODS, include_in_schema=False)
+    @app.api_route(FHIR_BASE + "/{path:path}", methods=_METHODS, include_in_schema=False)
+    async def fhir(request: Request, path: str = "") -> Response:
+        fhir_request = FhirRequest(
+            method=request.method,
+            path=path.strip("/"),
+            query=list(request.query_params.multi_items()),
+            headers=dict(request.headers),
+            base_url=base_url(request, settings),
+            context=RequestContext(request_id=request.state.request_id),
+        )
+        try:
+            if request.method in ("POST", "PUT", "PATCH"):
+                fhir_request.body = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            too_large = error(413, "too-costly", f"The body exceeds the limit of "
+                              f"{settings.max_body_bytes} bytes (SANTONG_MAX_BODY_BYTES)")
+            return to_http(fhir_request, _error_response(too_large))
+        response = await request.app.state.router.handle(fhir_request)
+        return to_http(fhir_request, response)
+
+    return app
+
+
+def _error_response(exc: FhirError) -> FhirResponse:
+    resource: Any = exc.outcome()
+    return FhirResponse(exc.status, resource=resource, headers=dict(exc.headers))

@@ -1,0 +1,151 @@
+"""The `santong` command: serve, migrate, --version."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from santong import __version__
+from santong.settings import Settings
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"santong: {message}", file=sys.stderr)
+    return code
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+def _database_url(settings: Settings) -> str:
+    """The configured database, or the embedded one (started here); exits on failure."""
+    from santong.storage.database import (
+        DatabaseUnavailable,
+        normalise_url,
+        start_embedded_postgres,
+    )
+
+    try:
+        if settings.database_url:
+            return normalise_url(settings.database_url)
+        return start_embedded_postgres(settings.data_dir)
+    except DatabaseUnavailable as exc:
+        raise SystemExit(_fail(str(exc), 2)) from None
+    except Exception as exc:
+        raise SystemExit(_fail(f"invalid database configuration: {_one_line(exc)}", 2)) from None
+
+
+def _migrate(url: str) -> None:
+    from santong.storage.database import redact
+    from santong.storage.migrate import upgrade
+
+    try:
+        upgrade(url)
+    except Exception as exc:
+        raise SystemExit(
+            _fail(f"cannot use the database at {redact(url)}: {_one_line(exc)}", 2)
+        ) from None
+
+
+def configure_logging(settings: Settings) -> None:
+    fmt = "%(message)s" if settings.log_json else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
+    for noisy in ("alembic", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in
+                 {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items()
+                 if v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings)
+    problem = _port_problem(settings.host, settings.port)
+    if problem:
+        return _fail(problem)
+    url = _database_url(settings)
+    _migrate(url)
+
+    import uvicorn
+
+    from santong.api.app import FHIR_BASE, create_app
+    from santong.storage.database import redact
+
+    host_for_url = f"[{settings.host}]" if ":" in settings.host else settings.host
+    database = redact(url) if settings.database_url else f"embedded PostgreSQL ({redact(url)})"
+    print(f"Santong {__version__} listening on http://{host_for_url}:{settings.port}", flush=True)
+    print(f"  FHIR base:  http://{host_for_url}:{settings.port}{FHIR_BASE}", flush=True)
+    print(f"  data dir:   {settings.data_dir.expanduser().resolve()}", flush=True)
+    print(f"  database:   {database}", flush=True)
+    common = dict(
+        host=settings.host, port=settings.port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        log_level=settings.log_level.lower(), server_header=False,
+    )
+    if settings.workers > 1:
+        os.environ["SANTONG_DATABASE_URL"] = url  # the workers import the app themselves
+        uvicorn.run("santong.api.app:create_app", factory=True, workers=settings.workers,
+                    **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings, url), **common)  # type: ignore[arg-type]
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    configure_logging(settings)
+    url = _database_url(settings)
+    _migrate(url)
+    from santong.storage.migrate import head_revision
+
+    print(f"santong: database schema is at revision {head_revision()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="santong", description="Santong FHIR R4 server")
+    parser.add_argument("--version", action="version", version=f"santong {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the FHIR server")
+    serve_cmd.add_argument("--host", help="interface to listen on (SANTONG_HOST)")
+    serve_cmd.add_argument("--port", type=int, help="port to listen on (SANTONG_PORT)")
+    serve_cmd.add_argument("--data-dir", type=Path,
+                           help="embedded database folder (SANTONG_DATA_DIR)")
+    serve_cmd.set_defaults(run=serve)
+    migrate_cmd = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate_cmd.add_argument("--data-dir", type=Path,
+                             help="embedded database folder (SANTONG_DATA_DIR)")
+    migrate_cmd.set_defaults(run=migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Selecting resources by search criteria for conditional create, update and delete.
+
+http://hl7.org/fhir/R4/http.html#ccreate, #cond-update, #3.1.0.7.1 (conditional delete).
+Criteria that the server cannot evaluate are rejected (400) rather than ignored, since
+ignoring one would widen the match.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from santong.fhir.call import Call
+from santong.fhir.outcome import error
+from santong.search.criteria import RESULT_PARAMETERS, compile_criteria
+from santong.storage.repository import StoredVersion
+
+
+def _selecting(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in params if k not in RESULT_PARAMETERS]
+
+
+async def lock_criteria(call: Call, params: list[tuple[str, str]]) -> None:
+    """Serialise conditional writes with the same criteria until this transaction ends."""
+    await call.tx.lock(f"{call.type}?{urlencode(sorted(_selecting(params)))}")
+
+
+async def match(call: Call, params: list[tuple[str, str]], limit: int = 2) -> list[StoredVersion]:
+    selecting = _selecting(params)
+    if not selecting:
+        raise error(400, "invalid", "Conditional interactions need search criteria")
+    criteria = compile_criteria(call.type, selecting, strict=True)
+    return await call.tx.search_current(call.type, criteria.where, limit)

@@ -1,0 +1,36 @@
+"""create — http://hl7.org/fhir/R4/http.html#create, and conditional create (#ccreate).
+
+POST [base]/[type]: the server assigns the id (any id in the body is ignored) and answers
+201 with Location. With `If-None-Exist: [search]`, an existing single match is returned with
+200 instead, two or more matches give 412; an advisory lock on the criteria makes concurrent
+identical conditional creates produce one resource.
+"""
+
+from __future__ import annotations
+
+from santong.fhir.call import Call
+from santong.fhir.interactions.conditional import lock_criteria, match
+from santong.fhir.outcome import error
+from santong.fhir.payload import parse_resource
+from santong.fhir.representation import write_result
+from santong.fhir.request import FhirResponse
+from santong.fhir.storing import create_version_1, new_id
+from santong.search.criteria import parse_conditional
+
+
+async def create(call: Call) -> FhirResponse:
+    resource = parse_resource(call.request, call.type)
+    if_none_exist = call.request.header("if-none-exist")
+    if if_none_exist:
+        params = parse_conditional(if_none_exist)
+        await lock_criteria(call, params)
+        matches = await match(call, params)
+        if len(matches) > 1:
+            raise error(412, "duplicate", f"If-None-Exist {if_none_exist!r} matches "
+                        f"{len(matches)} resources: the criteria must select at most one")
+        if matches:
+            return write_result(call.request, matches[0], 200, "Resource already exists")
+    while True:
+        stored = await create_version_1(call.tx, resource, new_id(), "POST")
+        if stored is not None:  # a random uuid collides only in theory
+            return write_result(call.request, stored, 201, "Created")

@@ -1,0 +1,75 @@
+"""FHIR JSON in and out, keeping what the client wrote.
+
+orjson is the fast path. FHIR decimals carry their precision ("1.50" is not "1.5",
+http://hl7.org/fhir/R4/datatypes.html#decimal) and orjson reads them as floats, so a body
+whose numbers a float would change is re-read with the stdlib parser into `PreciseDecimal`,
+a float that remembers its text and is written back verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# A number literal a float cannot give back unchanged: a trailing zero after the point, an
+# exponent, or more digits than a double holds. False positives (inside strings) only cost time.
+_IMPRECISE_NUMBER = re.compile(rb"[0-9]\.[0-9]*0(?![0-9])|[0-9][eE]|[0-9.]{17,}")
+
+
+class PreciseDecimal(float):
+    """A JSON decimal that serialises back to the exact text it was read from."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> PreciseDecimal:
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    return value if repr(value) == text else PreciseDecimal(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _large_int(text: str) -> int:
+    return int(text)
+
+
+class JsonError(ValueError):
+    """The body is not well-formed JSON."""
+
+
+def loads(body: bytes | str) -> Any:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise JsonError(str(exc)) from None
+    raw = body if isinstance(body, bytes) else body.encode()
+    if _IMPRECISE_NUMBER.search(raw):
+        value = json.loads(raw, parse_float=_parse_float, parse_constant=_reject_constant)
+    return value
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, PreciseDecimal):
+        return orjson.Fragment(obj.text)
+    raise TypeError(f"Cannot serialise {type(obj).__name__}")
+
+
+def dumps(value: Any, *, pretty: bool = False) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(value, default=_default, option=option)
+
+
+def prettify(body: bytes) -> bytes:
+    """Re-indent JSON bytes (for `_pretty=true`); keeps decimal text as written."""
+    return dumps(loads(body), pretty=True)

@@ -1,0 +1,159 @@
+"""The FHIR router: (method, path) → interaction, in one transaction, as a FhirResponse.
+
+http://hl7.org/fhir/R4/http.html#summary lists the URL patterns. `dispatch` raises FhirError
+so a caller holding a wider transaction (a transaction Bundle) can roll it back; `handle` is
+the entry point for a single REST call and always answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+
+from santong import definitions
+from santong.fhir.call import Call
+from santong.fhir.formats import response_media_type
+from santong.fhir.interactions.capabilities import capabilities
+from santong.fhir.interactions.create import create
+from santong.fhir.interactions.delete import conditional_delete, delete
+from santong.fhir.interactions.history import history
+from santong.fhir.interactions.read import read
+from santong.fhir.interactions.search_type import search_type
+from santong.fhir.interactions.update import conditional_update, update
+from santong.fhir.interactions.vread import vread
+from santong.fhir.outcome import FhirError, error, operation_outcome, Issue
+from santong.fhir.request import FhirRequest, FhirResponse
+from santong.settings import Settings
+from santong.storage.repository import Repository, Transaction
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Call], Awaitable[FhirResponse]]
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+# Route shapes: "T" a resource type, "I" an id, "V" a version id; other segments are literal.
+_ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
+    ("metadata",): {"GET": capabilities},
+    ("_history",): {"GET": history},
+    ("T",): {"GET": search_type, "POST": create, "PUT": conditional_update,
+             "DELETE": conditional_delete},
+    ("T", "_search"): {"POST": search_type},
+    ("T", "_history"): {"GET": history},
+    ("T", "I"): {"GET": read, "PUT": update, "DELETE": delete},
+    ("T", "I", "_history"): {"GET": history},
+    ("T", "I", "_history", "V"): {"GET": vread},
+}
+
+
+def _shape(segments: list[str]) -> tuple[str, ...]:
+    shape: list[str] = []
+    for position, segment in enumerate(segments):
+        if segment in ("metadata", "_history", "_search") and position in (0, 1, 2):
+            shape.append(segment)
+        else:
+            shape.append("TIIV"[position] if position < 4 else "?")
+    return tuple(shape)
+
+
+class Router:
+    def __init__(self, repository: Repository, settings: Settings) -> None:
+        self.repository = repository
+        self.settings = settings
+
+    def route(self, request: FhirRequest) -> tuple[Handler, list[str]]:
+        segments = [s for s in request.path.split("/") if s]
+        methods = _ROUTES.get(_shape(segments))
+        if methods is None:
+            if segments and segments[-1].startswith("$"):
+                raise error(400, "not-supported", f"Operation {segments[-1]} is not supported")
+            if not segments:
+                raise error(405 if request.method in ("GET", "POST") else 404, "not-supported",
+                            "System-level search and batch/transaction are not supported yet")
+            raise error(404, "not-found", f"No FHIR interaction at '{request.path}'")
+        method = "GET" if request.method == "HEAD" else request.method
+        handler = methods.get(method)
+        if handler is None:
+            allowed = sorted({*methods, *(["HEAD"] if "GET" in methods else [])})
+            raise error(405, "not-supported",
+                        f"{request.method} is not allowed on '{request.path or '/'}'",
+                        headers={"Allow": ", ".join(allowed)})
+        if segments and segments[0] not in ("metadata", "_history"):
+            if not definitions.is_resource_type(segments[0]):
+                raise error(404, "not-supported", f"Unknown resource type {segments[0]!r}")
+            if len(segments) > 1 and segments[1] not in ("_history", "_search"):
+                if not _ID.match(segments[1]):
+                    raise error(400, "invalid", f"Invalid resource id {segments[1]!r}: ids are "
+                                "1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
+        return handler, segments
+
+    async def dispatch(self, request: FhirRequest, tx: Transaction | None = None) -> FhirResponse:
+        """Run one interaction; in `tx` if given, else in a transaction of its own."""
+        handler, segments = self.route(request)
+        call = Call(request, tx, self.settings)  # type: ignore[arg-type]
+        if segments and segments[0] not in ("metadata", "_history"):
+            call.resource_type = segments[0]
+            if len(segments) > 1 and segments[1] not in ("_history", "_search"):
+                call.id = segments[1]
+            if len(segments) == 4:
+                call.version_id = segments[3]
+        if tx is not None:
+            return await handler(call)
+        async with self.repository.transaction() as own:
+            call.tx = own
+            return await handler(call)
+
+    async def handle(self, request: FhirRequest) -> FhirResponse:
+        """Answer a single REST call, turning every failure into an OperationOutcome."""
+        try:
+            response_media_type(request)
+            return await self.dispatch(request)
+        except FhirError as exc:
+            return FhirResponse(exc.status, resource=exc.outcome(), headers=dict(exc.headers))
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                log.warning("database unavailable: %s", exc)
+                return FhirResponse(
+                    503,
+                    resource=operation_outcome([Issue(
+                        "transient", "The database is unavailable; try again shortly")]),
+                    headers={"Retry-After": str(self.settings.retry_after_seconds)},
+                )
+            if is_conflict(exc):
+                return FhirResponse(409, resource=operation_outcome([Issue(
+                    "conflict", "A concurrent change conflicted with this one; retry it")]))
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return FhirResponse(500, resource=operation_outcome([Issue(
+                "exception", f"Internal server error (request {request.context.request_id})")]))
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    for cause in _causes(exc):
+        if isinstance(cause, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+                              asyncpg.CannotConnectNowError,
+                              asyncpg.ConnectionDoesNotExistError)):
+            return True
+        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, sa_exc.TimeoutError):  # the connection pool is exhausted
+            return True
+    return False
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return any(
+        isinstance(c, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError))
+        for c in _causes(exc)
+    )

@@ -1,0 +1,66 @@
+"""Writing versions: the server's `id` and `meta` on the client's resource, then the row.
+
+http://hl7.org/fhir/R4/resource.html#Meta — `versionId` and `lastUpdated` are the server's;
+everything else the client sent (profile, tag, security, source, all other elements) is kept
+as written, in the client's order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from santong.fhir import jsonio
+from santong.fhir.outcome import error
+from santong.fhir.versioning import instant, now
+from santong.storage.repository import StoredVersion, Transaction
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def serialise_version(
+    resource: dict[str, Any], id: str, version_id: int, last_updated: datetime
+) -> str:
+    client_meta = resource.get("meta") or {}
+    meta = {"versionId": str(version_id), "lastUpdated": instant(last_updated)}
+    meta.update((k, v) for k, v in client_meta.items() if k not in meta)
+    stored: dict[str, Any] = {"resourceType": resource["resourceType"], "id": id, "meta": meta}
+    stored.update((k, v) for k, v in resource.items() if k not in stored)
+    content = jsonio.dumps(stored).decode()
+    if "\\u0000" in content:
+        # PostgreSQL's JSON types cannot hold NUL, and no FHIR string needs one.
+        raise error(400, "value", "The resource contains a NUL character (\\u0000)")
+    return content
+
+
+async def create_version_1(
+    tx: Transaction, resource: dict[str, Any], id: str, method: str
+) -> StoredVersion | None:
+    """Store a new resource under `id`; None when that id already exists."""
+    resource_type = resource["resourceType"]
+    moment = now()
+    content = serialise_version(resource, id, 1, moment)
+    if not await tx.insert_first_version(resource_type, id, moment, content, method):
+        return None
+    return StoredVersion(resource_type, id, 1, moment, False, content, method)
+
+
+async def write_next(
+    tx: Transaction, current: StoredVersion, resource: dict[str, Any] | None, method: str
+) -> StoredVersion:
+    """Store the version after `current` (locked FOR UPDATE); `resource` None deletes."""
+    version_id = current.version_id + 1
+    # lastUpdated never goes backwards within a resource, whatever the clocks of other hosts.
+    moment = max(now(), current.last_updated)
+    content = (
+        None if resource is None else serialise_version(resource, current.id, version_id, moment)
+    )
+    await tx.write_next_version(
+        current.resource_type, current.id, version_id, moment, content, method
+    )
+    return StoredVersion(
+        current.resource_type, current.id, version_id, moment, content is None, content, method
+    )

@@ -1,0 +1,37 @@
+"""Server settings, from `SANTONG_*` environment variables (CLI flags override them)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SANTONG_", extra="ignore")
+
+    # Unset: an embedded PostgreSQL (pgserver) is started under data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path(".santong")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Public base URL of the FHIR endpoint (e.g. behind a proxy); derived from the request when unset.
+    public_base_url: str | None = None
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    default_page_size: int = Field(default=20, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    db_pool_size: int = Field(default=10, ge=1)
+    # Seconds a client is told to wait (Retry-After) when the database is unreachable.
+    retry_after_seconds: int = 5
+    log_json: bool = False
+    log_level: str = "info"
+    # Seconds uvicorn waits for in-flight requests on shutdown.
+    graceful_shutdown_seconds: int = 30
+    workers: int = Field(default=1, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Storage: the resource tables and the repository that reads and writes them."""

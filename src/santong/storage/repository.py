@@ -1,0 +1,219 @@
+"""The resource repository: versioned reads and writes in one database transaction.
+
+Interactions receive a `Transaction`; a single REST call gets its own, a transaction Bundle
+will share one across its entries. Writes lock the current row (`FOR UPDATE`) so concurrent
+updates of one resource serialise: each gets the next version number, and a stale `If-Match`
+is detected under the lock, so no write is ever silently lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: str | None  # the resource JSON exactly as stored; None for a deletion
+    method: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    resource_type: str | None = None
+    id: str | None = None
+    since: datetime | None = None
+    # `_at`: versions current at some point in [at_start, at_end).
+    at_start: datetime | None = None
+    at_end: datetime | None = None
+    # Keyset cursor: return versions strictly older than (last_updated, seq).
+    before: tuple[datetime, int] | None = None
+    limit: int = 20
+
+
+_READ_CURRENT = text(
+    "SELECT version_id, last_updated, deleted, content FROM resource"
+    " WHERE resource_type = :t AND id = :id"
+)
+_READ_CURRENT_FOR_UPDATE = text(
+    "SELECT version_id, last_updated, deleted, content FROM resource"
+    " WHERE resource_type = :t AND id = :id FOR UPDATE"
+)
+_READ_VERSION = text(
+    "SELECT version_id, last_updated, method, content FROM resource_history"
+    " WHERE resource_type = :t AND id = :id AND version_id = :v"
+)
+_INSERT_CURRENT = text(
+    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content)"
+    " VALUES (:t, :id, :v, :ts, false, :c) ON CONFLICT (resource_type, id) DO NOTHING"
+    " RETURNING rid"
+)
+_UPDATE_CURRENT = text(
+    "UPDATE resource SET version_id = :v, last_updated = :ts, deleted = :d, content = :c"
+    " WHERE resource_type = :t AND id = :id"
+)
+_INSERT_HISTORY = text(
+    "INSERT INTO resource_history (resource_type, id, version_id, last_updated, method, content)"
+    " VALUES (:t, :id, :v, :ts, :m, :c)"
+)
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+
+
+class Transaction:
+    """One database transaction over the resource tables."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    async def read_current(
+        self, resource_type: str, id: str, *, for_update: bool = False
+    ) -> StoredVersion | None:
+        stmt = _READ_CURRENT_FOR_UPDATE if for_update else _READ_CURRENT
+        row = (await self.connection.execute(stmt, {"t": resource_type, "id": id})).first()
+        if row is None:
+            return None
+        return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
+
+    async def read_version(
+        self, resource_type: str, id: str, version_id: int
+    ) -> StoredVersion | None:
+        params = {"t": resource_type, "id": id, "v": version_id}
+        row = (await self.connection.execute(_READ_VERSION, params)).first()
+        if row is None:
+            return None
+        return StoredVersion(
+            resource_type, id, row[0], row[1], row[3] is None, row[3], method=row[2]
+        )
+
+    async def insert_first_version(
+        self, resource_type: str, id: str, last_updated: datetime, content: str, method: str
+    ) -> bool:
+        """Insert version 1 of a new resource; False when the id is already taken."""
+        params = {"t": resource_type, "id": id, "v": 1, "ts": last_updated, "c": content}
+        inserted = (await self.connection.execute(_INSERT_CURRENT, params)).first()
+        if inserted is None:
+            return False
+        await self.connection.execute(_INSERT_HISTORY, {**params, "m": method})
+        return True
+
+    async def write_next_version(
+        self,
+        resource_type: str,
+        id: str,
+        version_id: int,
+        last_updated: datetime,
+        content: str | None,
+        method: str,
+    ) -> None:
+        """Replace the current version (locked by the caller) and record it in history."""
+        params = {
+            "t": resource_type, "id": id, "v": version_id, "ts": last_updated, "c": content,
+        }
+        await self.connection.execute(_UPDATE_CURRENT, {**params, "d": content is None})
+        await self.connection.execute(_INSERT_HISTORY, {**params, "m": method})
+
+    async def lock(self, key: str) -> None:
+        """Hold a transaction-scoped lock on `key` (e.g. to make conditional creates atomic)."""
+        await self.connection.execute(_ADVISORY_LOCK, {"k": key})
+
+    @staticmethod
+    def _live_where(
+        resource_type: str, where: Sequence[tuple[str, dict[str, Any]]]
+    ) -> tuple[str, dict[str, Any]]:
+        clauses = ["r.resource_type = :_t", "NOT r.deleted"]
+        params: dict[str, Any] = {"_t": resource_type}
+        for sql, binds in where:
+            clauses.append(f"({sql})")
+            params.update(binds)
+        return " AND ".join(clauses), params
+
+    async def search_current(
+        self,
+        resource_type: str,
+        where: Sequence[tuple[str, dict[str, Any]]],
+        limit: int,
+        after_id: str | None = None,
+    ) -> list[StoredVersion]:
+        """Live resources of a type matching every SQL condition in `where`, ordered by id.
+
+        Each condition is SQL over the `resource` row aliased `r`, with its bind parameters;
+        `after_id` is the keyset cursor of the previous page.
+        """
+        condition, params = self._live_where(resource_type, where)
+        params["_limit"] = limit
+        if after_id is not None:
+            condition += " AND r.id > :_after"
+            params["_after"] = after_id
+        stmt = text(
+            "SELECT r.id, r.version_id, r.last_updated, r.content FROM resource r"
+            f" WHERE {condition} ORDER BY r.id LIMIT :_limit"
+        )
+        rows = await self.connection.execute(stmt, params)
+        return [StoredVersion(resource_type, r[0], r[1], r[2], False, r[3]) for r in rows]
+
+    async def count_current(
+        self, resource_type: str, where: Sequence[tuple[str, dict[str, Any]]]
+    ) -> int:
+        condition, params = self._live_where(resource_type, where)
+        stmt = text(f"SELECT count(*) FROM resource r WHERE {condition}")
+        return int((await self.connection.execute(stmt, params)).scalar_one())
+
+    async def history(self, query: HistoryQuery) -> list[StoredVersion]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.resource_type is not None:
+            clauses.append("h.resource_type = :t")
+            params["t"] = query.resource_type
+        if query.id is not None:
+            clauses.append("h.id = :id")
+            params["id"] = query.id
+        if query.since is not None:
+            clauses.append("h.last_updated >= :since")
+            params["since"] = query.since
+        if query.at_end is not None:
+            clauses.append("h.last_updated < :at_end")
+            params["at_end"] = query.at_end
+        if query.at_start is not None:
+            # Still current at at_start: no later version had replaced it by then.
+            clauses.append(
+                "NOT EXISTS (SELECT 1 FROM resource_history n WHERE n.resource_type ="
+                " h.resource_type AND n.id = h.id AND n.version_id > h.version_id"
+                " AND n.last_updated <= :at_start)"
+            )
+            params["at_start"] = query.at_start
+        if query.before is not None:
+            clauses.append("(h.last_updated, h.seq) < (:before_ts, :before_seq)")
+            params["before_ts"], params["before_seq"] = query.before
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        stmt = text(
+            "SELECT h.resource_type, h.id, h.version_id, h.last_updated, h.method, h.content,"
+            f" h.seq FROM resource_history h {where}"
+            " ORDER BY h.last_updated DESC, h.seq DESC LIMIT :limit"
+        )
+        rows = await self.connection.execute(stmt, params)
+        return [
+            StoredVersion(r[0], r[1], r[2], r[3], r[5] is None, r[5], method=r[4], seq=r[6])
+            for r in rows
+        ]
+
+
+class Repository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.engine.begin() as connection:
+            yield Transaction(connection)

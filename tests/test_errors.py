@@ -1,0 +1,137 @@
+"""Every client error is a clear OperationOutcome with the right status, and changes nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from santong.api.app import create_app
+from santong.fhir.versioning import instant, now
+from santong.settings import Settings
+from tests.helpers import create, expressions, outcome_issues, patient, unique
+
+
+async def versions_since(client: httpx.AsyncClient, since: str) -> int:
+    bundle = (await client.get("_history", params={"_since": since})).json()
+    return len(bundle.get("entry", []))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "expression"),
+    [
+        (b"{not json", 400, "structure", None),
+        (b"", 400, "required", None),
+        (b"[1, 2]", 400, "structure", None),
+        (b'{"resourceType": "Observation", "status": "final"}', 400, "invalid", "resourceType"),
+        (b'{"name": []}', 400, "invalid", "resourceType"),
+        (b'{"resourceType": "Patient", "foo": 1}', 400, None, "Patient.foo"),
+        (b'{"resourceType": "Patient", "active": "yes"}', 400, None, "Patient.active"),
+        (b'{"resourceType": "Patient", "birthDate": "1970-13-01"}', 400, None,
+         "Patient.birthDate"),
+        (b'{"resourceType": "Patient", "name": {"family": "x"}}', 400, None, "Patient.name"),
+        (b'{"resourceType": "Patient", "name": [{"given": "x"}]}', 400, None,
+         "Patient.name[0].given"),
+        (b'{"resourceType": "Patient", "gender": ""}', 400, None, "Patient.gender"),
+        (b'{"resourceType": "Patient", "name": [{"family": "a\\u0000b"}]}', 400, "value", None),
+    ],
+)
+async def test_invalid_create(
+    client: httpx.AsyncClient, body: bytes, status: int, code: str | None,
+    expression: str | None,
+) -> None:
+    before = instant(now())
+    response = await client.post("Patient", content=body,
+                                 headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == status, response.text
+    issues = outcome_issues(response)
+    if code is not None:
+        assert issues[0]["code"] == code
+    if expression is not None:
+        assert expression in expressions(response)
+    assert "Traceback" not in response.text
+    assert await versions_since(client, before) == 0
+
+
+async def test_missing_required_element_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("Observation", json={"resourceType": "Observation",
+                                                      "code": {"text": "x"}})
+    assert response.status_code == 422
+    assert outcome_issues(response)[0]["code"] == "required"
+    assert "Observation.status" in expressions(response)
+
+
+async def test_update_id_rules(client: httpx.AsyncClient) -> None:
+    created = (await create(client, patient())).json()
+    mismatch = await client.put(f"Patient/{created['id']}", json={**created, "id": "other"})
+    assert mismatch.status_code == 400
+    assert expressions(mismatch) == ["Patient.id"]
+    no_id = {k: v for k, v in created.items() if k != "id"}
+    missing = await client.put(f"Patient/{created['id']}", json=no_id)
+    assert missing.status_code == 400
+    assert expressions(missing) == ["Patient.id"]
+    assert (await client.get(f"Patient/{created['id']}")).json()["meta"]["versionId"] == "1"
+
+
+async def test_routing_errors(client: httpx.AsyncClient) -> None:
+    unknown_type = await client.get("Frobnicator/1")
+    assert unknown_type.status_code == 404
+    assert "Frobnicator" in outcome_issues(unknown_type)[0]["diagnostics"]
+    bad_id = await client.get("Patient/" + "x" * 65)
+    assert bad_id.status_code == 400
+    not_allowed = await client.post(f"Patient/{unique()}", json=patient())
+    assert not_allowed.status_code == 405
+    assert "PUT" in not_allowed.headers["Allow"]
+    assert (await client.get("Patient/1/2/3/4/5")).status_code == 404
+    assert (await client.get("Patient/$everything")).status_code == 400
+
+
+async def test_body_too_large_is_413(client: httpx.AsyncClient, settings: Settings) -> None:
+    big = patient(text={"status": "generated",
+                        "div": "<div>" + "x" * settings.max_body_bytes + "</div>"})
+    response = await client.post("Patient", json=big)
+    assert response.status_code == 413
+    assert outcome_issues(response)[0]["code"] == "too-costly"
+
+
+async def test_unsupported_media_types(client: httpx.AsyncClient) -> None:
+    xml = await client.post("Patient", content=b"<Patient/>",
+                            headers={"Content-Type": "application/fhir+xml"})
+    assert xml.status_code == 415
+    created = (await create(client, patient())).json()
+    for params, headers in (({"_format": "xml"}, {}), ({}, {"Accept": "application/fhir+xml"}),
+                            ({"_format": "text/turtle"}, {})):
+        response = await client.get(f"Patient/{created['id']}", params=params, headers=headers)
+        assert response.status_code == 406, (params, headers)
+        assert outcome_issues(response)[0]["code"] == "not-supported"
+
+
+async def test_bad_parameters(client: httpx.AsyncClient) -> None:
+    created = (await create(client, patient())).json()
+    bad_summary = await client.get(f"Patient/{created['id']}", params={"_summary": "maybe"})
+    assert bad_summary.status_code == 400
+    assert expressions(bad_summary) == ["_summary"]
+    for params in ({"_count": "-1"}, {"_since": "yesterday"}, {"_at": "2020-99"},
+                   {"_cursor": "nonsense"}):
+        response = await client.get("Patient/_history", params=params)
+        assert response.status_code == 400, params
+        assert expressions(response) == [next(iter(params))]
+    malformed_etag = await client.put(f"Patient/{created['id']}", json=created,
+                                      headers={"If-Match": 'W/""'})
+    assert malformed_etag.status_code == 400
+
+
+async def test_database_down_gives_503_with_retry_after(database_url: str) -> None:
+    settings = Settings(retry_after_seconds=9)
+    # Nothing listens on port 1: every connection attempt is refused.
+    app = create_app(settings, "postgresql+asyncpg://santong@127.0.0.1:1/santong")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir/") as client:
+            for response in (await client.get("Patient/1"),
+                             await client.post("Patient", json=patient())):
+                assert response.status_code == 503
+                assert response.headers["Retry-After"] == "9"
+                assert outcome_issues(response)[0]["code"] == "transient"
+            ready = await client.get("http://t/readyz")
+            assert ready.status_code == 503
+            assert (await client.get("http://t/healthz")).status_code == 200

@@ -1,0 +1,106 @@
+"""A real `santong serve` process over HTTP, driven by real FHIR clients and the CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+from fhirclient import client as smart_client
+from fhirclient.models.capabilitystatement import CapabilityStatement
+from fhirclient.models.humanname import HumanName
+from fhirclient.models.patient import Patient
+from fhirpy import AsyncFHIRClient
+
+import santong
+from tests.conftest import free_port
+from tests.helpers import unique
+
+
+def test_health_and_readiness(live_server: str) -> None:
+    assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{live_server}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+def test_every_response_has_a_request_id(live_server: str) -> None:
+    response = httpx.get(f"{live_server}/fhir/metadata", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"
+    assert httpx.get(f"{live_server}/fhir/Patient/x").headers["X-Request-Id"]
+
+
+def test_fhirclient_reads_metadata_and_creates_and_reads_a_patient(live_server: str) -> None:
+    smart = smart_client.FHIRClient(settings={"app_id": "santong-tests",
+                                              "api_base": f"{live_server}/fhir"})
+    statement = CapabilityStatement.read_from("metadata", smart.server)
+    assert statement.fhirVersion == "4.0.1"
+    patient_types = [r for r in statement.rest[0].resource if r.type == "Patient"]
+    assert {i.code for i in patient_types[0].interaction} >= {"read", "create", "update"}
+
+    patient = Patient()
+    name = HumanName()
+    name.family, name.given = "王", ["小明"]
+    patient.name = [name]
+    patient.gender = "male"
+    created = patient.create(smart.server)
+    assert created is not None
+    id = created["id"]
+    read = Patient.read(id, smart.server)
+    assert read.name[0].family == "王"
+    assert read.meta.versionId == "1"
+
+
+async def test_fhirpy_create_search_update_delete(live_server: str) -> None:
+    fhir = AsyncFHIRClient(f"{live_server}/fhir", extra_headers={"Accept": "application/fhir+json"})
+    value = unique("fhirpy")
+    patient = fhir.resource("Patient", identifier=[{"system": "urn:x", "value": value}],
+                            name=[{"family": "赵"}])
+    await patient.save()
+    assert patient["id"]
+    found = await fhir.resources("Patient").search(identifier=f"urn:x|{value}").fetch_all()
+    assert [p["id"] for p in found] == [patient["id"]]
+    patient["gender"] = "female"
+    await patient.save()
+    again = await fhir.reference("Patient", patient["id"]).to_resource()
+    assert again["gender"] == "female"
+    assert again["meta"]["versionId"] == "2"
+    await patient.delete()
+    response = httpx.get(f"{live_server}/fhir/Patient/{patient['id']}")
+    assert response.status_code == 410
+
+
+def test_version_flag() -> None:
+    result = subprocess.run([sys.executable, "-m", "santong", "--version"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"santong {santong.__version__}"
+
+
+def test_port_in_use_is_one_clear_line(database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "SANTONG_DATABASE_URL": database_url}
+        result = subprocess.run([sys.executable, "-m", "santong", "serve", "--port", str(port)],
+                                capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"santong: port {port} on 127.0.0.1 is already in use"
+
+
+@pytest.mark.parametrize("url", ["postgresql://santong@127.0.0.1:1/santong",
+                                 "mysql://santong@localhost/santong"])
+def test_unusable_database_is_one_clear_line(url: str) -> None:
+    env = {**os.environ, "SANTONG_DATABASE_URL": url}
+    result = subprocess.run(
+        [sys.executable, "-m", "santong", "serve", "--port", str(free_port())],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("santong: ")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,97 @@
+"""Version-aware updates and conditional reads (http://hl7.org/fhir/R4/http.html#concurrency)."""
+
+from __future__ import annotations
+
+import asyncio
+from email.utils import format_datetime, parsedate_to_datetime
+from datetime import timedelta
+
+import httpx
+
+from tests.helpers import create, patient
+
+
+async def test_if_match_update_and_delete(client: httpx.AsyncClient) -> None:
+    created = (await create(client, patient())).json()
+    url = f"Patient/{created['id']}"
+    stale = await client.put(url, json=created, headers={"If-Match": 'W/"7"'})
+    assert stale.status_code == 412
+    assert stale.json()["issue"][0]["code"] == "conflict"
+    ok = await client.put(url, json=created, headers={"If-Match": 'W/"1"'})
+    assert ok.status_code == 200
+    assert ok.headers["ETag"] == 'W/"2"'
+    assert (await client.delete(url, headers={"If-Match": 'W/"1"'})).status_code == 412
+    assert (await client.get(url)).status_code == 200
+    assert (await client.delete(url, headers={"If-Match": 'W/"2"'})).status_code == 204
+
+
+async def test_if_match_on_missing_resource_is_412(client: httpx.AsyncClient) -> None:
+    resource = patient(id="never-there-" + patient()["identifier"][0]["value"])
+    response = await client.put(f"Patient/{resource['id']}", json=resource,
+                                headers={"If-Match": 'W/"1"'})
+    assert response.status_code == 412
+    assert (await client.get(f"Patient/{resource['id']}")).status_code == 404
+
+
+async def test_if_none_match_star_only_creates(client: httpx.AsyncClient) -> None:
+    created = (await create(client, patient())).json()
+    response = await client.put(f"Patient/{created['id']}", json=created,
+                                headers={"If-None-Match": "*"})
+    assert response.status_code == 412
+
+
+async def test_conditional_read(client: httpx.AsyncClient) -> None:
+    created = await create(client, patient())
+    url = f"Patient/{created.json()['id']}"
+    same = await client.get(url, headers={"If-None-Match": 'W/"1"'})
+    assert same.status_code == 304
+    assert same.content == b""
+    assert same.headers["ETag"] == 'W/"1"'
+    other = await client.get(url, headers={"If-None-Match": 'W/"0"'})
+    assert other.status_code == 200
+    modified = parsedate_to_datetime(created.headers["Last-Modified"])
+    later = format_datetime(modified + timedelta(seconds=5), usegmt=True)
+    earlier = format_datetime(modified - timedelta(seconds=5), usegmt=True)
+    assert (await client.get(url, headers={"If-Modified-Since": later})).status_code == 304
+    assert (await client.get(url, headers={"If-Modified-Since": earlier})).status_code == 200
+
+
+async def test_concurrent_updates_never_lose_a_write(client: httpx.AsyncClient) -> None:
+    created = (await create(client, patient())).json()
+    url = f"Patient/{created['id']}"
+    writers = 8
+
+    async def update(n: int) -> httpx.Response:
+        return await client.put(url, json={**created, "birthDate": f"19{n:02d}-01-01"})
+
+    responses = await asyncio.gather(*(update(n) for n in range(writers)))
+    assert sorted(r.status_code for r in responses) == [200] * writers
+    versions = sorted(int(r.json()["meta"]["versionId"]) for r in responses)
+    assert versions == list(range(2, writers + 2))
+    history = (await client.get(f"{url}/_history", params={"_count": 100})).json()
+    assert len(history["entry"]) == writers + 1
+    written = {e["resource"]["birthDate"] for e in history["entry"][:-1]}
+    assert written == {f"19{n:02d}-01-01" for n in range(writers)}
+
+
+async def test_concurrent_if_match_updates_have_one_winner(client: httpx.AsyncClient) -> None:
+    created = (await create(client, patient())).json()
+    url = f"Patient/{created['id']}"
+
+    async def update(n: int) -> httpx.Response:
+        return await client.put(url, json={**created, "birthDate": f"19{n:02d}-01-01"},
+                                 headers={"If-Match": 'W/"1"'})
+
+    responses = await asyncio.gather(*(update(n) for n in range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [412] * 5
+    assert (await client.get(url)).json()["meta"]["versionId"] == "2"
+
+
+async def test_concurrent_update_as_create_of_one_id(client: httpx.AsyncClient) -> None:
+    resource = patient(id="race-" + patient()["identifier"][0]["value"])
+    responses = await asyncio.gather(
+        *(client.put(f"Patient/{resource['id']}", json=resource) for _ in range(5))
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 4 + [201]
+    assert (await client.get(f"Patient/{resource['id']}")).json()["meta"]["versionId"] == "5"
