@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-
 from tests.helpers import create, patient, unique
 
 SYSTEM = "urn:oid:2.16.156.10011.1.3"
@@ -39,7 +38,7 @@ async def test_if_none_exist(client: httpx.AsyncClient) -> None:
 
 async def test_if_none_exist_rejects_unsupported_criteria(client: httpx.AsyncClient) -> None:
     response = await client.post("Patient", json=patient(),
-                                 headers={"If-None-Exist": "family=张"})
+                                 headers={"If-None-Exist": "family=%E5%BC%A0"})
     assert response.status_code == 400
     assert response.json()["issue"][0]["expression"] == ["family"]
 

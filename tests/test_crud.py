@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.helpers import create, patient, unique, without_meta
 
-EXAMPLES = sorted((Path(__file__).parent / "fixtures" / "r4").glob("*-example.json"))
+EXAMPLES = [Path(__file__).parent / "fixtures" / "r4" / f"{t}-example.json"
+            for t in ("Patient", "Encounter", "ServiceRequest", "CarePlan")]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from tests.helpers import create, expressions, outcome_issues, patient, unique
 
 from santong.api.app import create_app
 from santong.fhir.versioning import instant, now
 from santong.settings import Settings
-from tests.helpers import create, expressions, outcome_issues, patient, unique
 
 
 async def versions_since(client: httpx.AsyncClient, since: str) -> int:

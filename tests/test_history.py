@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from tests.helpers import create, patient
 
 from santong.fhir.versioning import instant, now
-from tests.helpers import create, patient
 
 
 def links(bundle: dict) -> dict[str, str]:

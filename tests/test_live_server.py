@@ -14,10 +14,10 @@ from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirclient.models.humanname import HumanName
 from fhirclient.models.patient import Patient
 from fhirpy import AsyncFHIRClient
-
-import santong
 from tests.conftest import free_port
 from tests.helpers import unique
+
+import santong
 
 
 def test_health_and_readiness(live_server: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-
 from tests.helpers import create, patient
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",

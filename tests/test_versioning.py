@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from email.utils import format_datetime, parsedate_to_datetime
 from datetime import timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 
 import httpx
-
 from tests.helpers import create, patient
 
 

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".santong")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    # Public base URL of the FHIR endpoint (e.g. behind a proxy); derived from the request when unset.
+    # The FHIR base as clients see it (behind a proxy); derived from each request when unset.
     public_base_url: str | None = None
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     default_page_size: int = Field(default=20, ge=1)

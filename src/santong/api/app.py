@@ -7,7 +7,6 @@ writes the FhirResponse back; `/healthz` and `/readyz` serve orchestrators.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any

@@ -17,5 +17,5 @@ class RequestContext:
     scopes: frozenset[str] = field(default_factory=frozenset)
 
     def may(self, interaction: str, resource_type: str | None) -> bool:
-        """Whether this caller may perform `interaction` on `resource_type`. Open until auth lands."""
+        """Whether the caller may do `interaction` on `resource_type` (open until auth)."""
         return True

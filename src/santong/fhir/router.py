@@ -25,7 +25,7 @@ from santong.fhir.interactions.read import read
 from santong.fhir.interactions.search_type import search_type
 from santong.fhir.interactions.update import conditional_update, update
 from santong.fhir.interactions.vread import vread
-from santong.fhir.outcome import FhirError, error, operation_outcome, Issue
+from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.settings import Settings
 from santong.storage.repository import Repository, Transaction
@@ -84,9 +84,9 @@ class Router:
         if segments and segments[0] not in ("metadata", "_history"):
             if not definitions.is_resource_type(segments[0]):
                 raise error(404, "not-supported", f"Unknown resource type {segments[0]!r}")
-            if len(segments) > 1 and segments[1] not in ("_history", "_search"):
-                if not _ID.match(segments[1]):
-                    raise error(400, "invalid", f"Invalid resource id {segments[1]!r}: ids are "
+            is_id = len(segments) > 1 and segments[1] not in ("_history", "_search")
+            if is_id and not _ID.match(segments[1]):
+                raise error(400, "invalid", f"Invalid resource id {segments[1]!r}: ids are "
                                 "1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
         return handler, segments
 

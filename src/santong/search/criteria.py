@@ -54,7 +54,7 @@ def _split_values(value: str) -> list[str]:
 def _identifier_condition(token: str, names: Iterable[str]) -> tuple[str, dict[str, Any]]:
     name = next(iter(names))
     if "|" not in token:
-        return f"r.content::jsonb @> :{name}::jsonb", {
+        return f"r.content::jsonb @> CAST(:{name} AS jsonb)", {
             name: orjson.dumps({"identifier": [{"value": token}]}).decode()
         }
     system, _, value = token.partition("|")
@@ -62,13 +62,13 @@ def _identifier_condition(token: str, names: Iterable[str]) -> tuple[str, dict[s
         # "|value": an identifier with this value and no system.
         return (
             f"jsonb_path_exists(r.content::jsonb, '$.identifier[*] ? (@.value == $v"
-            f" && !exists(@.system))', jsonb_build_object('v', :{name}::text))",
+            f" && !exists(@.system))', jsonb_build_object('v', CAST(:{name} AS text)))",
             {name: value},
         )
     wanted: dict[str, str] = {"system": system}
     if value:
         wanted["value"] = value
-    return f"r.content::jsonb @> :{name}::jsonb", {
+    return f"r.content::jsonb @> CAST(:{name} AS jsonb)", {
         name: orjson.dumps({"identifier": [wanted]}).decode()
     }
 
