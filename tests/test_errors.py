@@ -135,3 +135,34 @@ async def test_database_down_gives_503_with_retry_after(database_url: str) -> No
             ready = await client.get("http://t/readyz")
             assert ready.status_code == 503
             assert (await client.get("http://t/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1000 + b"1.50" + b"]" * 1000,
+        b'{"resourceType":"Patient","extension":' + b"[{" * 600 + b"}]" * 600 + b"}",
+        b'{"resourceType":"Patient","multipleBirthInteger":123456789012345678901234567890}',
+        b'{"resourceType":"Patient","multipleBirthInteger":1.5}',
+        b'{"resourceType":"Patient","multipleBirthInteger":true}',
+        b'{"resourceType":"Patient","birthDate":null}',
+        b'{"resourceType":"Patient","name":[null]}',
+        b'{"resourceType":"Patient","id":"\xff\xfe"}',
+        b'{"resourceType":"Patient","contained":[{"resourceType":"Nope"}]}',
+        b'{"resourceType":"Patient","contained":[1]}',
+        b'{"resourceType":"Patient","_gender":"x"}',
+        b'{"resourceType":"Patient","meta":{"lastUpdated":"yesterday"}}',
+        b'{"resourceType":"Patient","gender":NaN}',
+        b'{"resourceType":"Patient","gender":"male","gender":"female","x":1}',
+        b'{"resourceType":["Patient"]}',
+        b'"Patient"',
+        b"null",
+        b"{\"resourceType\":\"Patient\",\"name\":[{\"text\":\"\\ud800\"}]}",
+    ],
+)
+async def test_hostile_bodies_get_4xx_not_500(client: httpx.AsyncClient, body: bytes) -> None:
+    for method, url in (("POST", "Patient"), ("PUT", f"Patient/{unique()}")):
+        response = await client.request(method, url, content=body,
+                                        headers={"Content-Type": "application/fhir+json"})
+        assert 400 <= response.status_code < 500, (method, response.status_code, response.text)
+        assert outcome_issues(response)[0]["severity"] in ("error", "fatal")

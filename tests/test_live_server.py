@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +19,7 @@ from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirclient.models.humanname import HumanName
 from fhirclient.models.patient import Patient
 from fhirpy import AsyncFHIRClient
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_healthy
 from tests.helpers import unique
 
 import santong
@@ -104,3 +109,80 @@ def test_unusable_database_is_one_clear_line(url: str) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("santong: ")
     assert "Traceback" not in result.stderr
+
+
+def _start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "santong", "serve", *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+def test_embedded_database_survives_a_restart(tmp_path: Path) -> None:
+    """`santong serve` with no database URL: embedded PostgreSQL, data kept across restarts."""
+    env = {k: v for k, v in os.environ.items() if k != "SANTONG_DATABASE_URL"}
+    env["SANTONG_LOG_JSON"] = "true"
+    data_dir, log_path = tmp_path / "data", tmp_path / "serve.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["--port", str(port), "--data-dir", str(data_dir)]
+
+    process = _start(args, env, log_path)
+    try:
+        wait_until_healthy(url, process, timeout=120)
+        created = httpx.post(f"{url}/fhir/Patient", json={"resourceType": "Patient",
+                                                          "name": [{"family": "孙"}]})
+        assert created.status_code == 201
+    finally:
+        assert _stop(process) == 0
+    output = log_path.read_text()
+    assert f"FHIR base:  http://127.0.0.1:{port}/fhir" in output
+    assert f"data dir:   {data_dir.resolve()}" in output
+    assert "database:   embedded PostgreSQL" in output
+    assert (data_dir / "pg" / "PG_VERSION").exists()
+    # One JSON log line per request, with method, path, status, duration and request id.
+    records = [json.loads(line) for line in output.splitlines() if line.startswith('{"method"')]
+    post = next(r for r in records if r["method"] == "POST")
+    assert post["path"] == "/fhir/Patient" and post["status"] == 201
+    assert post["duration_ms"] >= 0 and post["request_id"]
+
+    process = _start(args, env, log_path)
+    try:
+        wait_until_healthy(url, process, timeout=120)
+        read = httpx.get(created.headers["Location"].rsplit("/_history", 1)[0])
+        assert read.status_code == 200
+        assert read.json()["name"] == [{"family": "孙"}]
+    finally:
+        assert _stop(process) == 0
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SANTONG_DATABASE_URL": database_url,
+           "SANTONG_MAX_BODY_BYTES": str(64 * 1024 * 1024)}
+    process = _start(["--port", str(port)], env, tmp_path / "serve.log")
+    try:
+        wait_until_healthy(url, process)
+        # A large body sent slowly keeps a request in flight while the server is told to stop.
+        chunks = [b'{"resourceType":"Patient","text":{"status":"generated","div":"<div>']
+        chunks += [b"x" * 1024 * 1024] * 8 + [b'</div>"}}']
+
+        def slow_body() -> Iterator[bytes]:
+            for n, chunk in enumerate(chunks):
+                if n == 2:
+                    process.send_signal(signal.SIGTERM)
+                time.sleep(0.1)
+                yield chunk
+
+        response = httpx.post(f"{url}/fhir/Patient", content=slow_body(),
+                              headers={"Content-Type": "application/fhir+json"}, timeout=60)
+        assert response.status_code == 201
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -53,6 +53,7 @@ async def test_prefer_return(client: httpx.AsyncClient) -> None:
 
 async def test_summary_and_elements(client: httpx.AsyncClient) -> None:
     resource = patient(text={"status": "generated", "div": "<div>张三</div>"},
+                       _gender={"extension": [{"url": "http://x/e", "valueString": "x"}]},
                        photo=[{"contentType": "image/png", "data": "AAAA"}],
                        contact=[{"name": {"family": "李"}}])
     created = (await create(client, resource)).json()
@@ -73,7 +74,7 @@ async def test_summary_and_elements(client: httpx.AsyncClient) -> None:
     assert full == created
 
     elements = (await client.get(url, params={"_elements": "gender,Patient.birthDate"})).json()
-    assert set(elements) == {"resourceType", "id", "meta", "gender", "birthDate"}
+    assert set(elements) == {"resourceType", "id", "meta", "gender", "_gender", "birthDate"}
     assert SUBSETTED in elements["meta"]["tag"]
 
     assert (await client.get(url, params={"_summary": "count"})).status_code == 400

@@ -109,12 +109,11 @@ def test_required_fixtures_present() -> None:
             {"url": EXT, "valueCode": "unknown"}]}},
         {"resourceType": "Observation", "code": {"text": "x"},
          "_status": {"extension": [{"url": EXT, "valueCode": "unknown"}]}},
-        # Decimals as int, float or a float subclass; integers as a whole float.
+        # Decimals as int, float or a float subclass.
         {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
          "valueQuantity": {"value": 37}},
         {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
          "valueQuantity": {"value": type("Dec", (float,), {})(36.6)}},
-        {"resourceType": "Patient", "multipleBirthInteger": 2.0},
         # Both spellings of the same choice variant are one variant.
         {"resourceType": "Patient", "deceasedBoolean": True,
          "_deceasedBoolean": {"id": "d"}},
@@ -130,7 +129,7 @@ def test_required_fixtures_present() -> None:
             {"name": "q", "valueTime": "23:59:60"}]},
     ],
     ids=["aligned-nulls", "extension-only", "extension-only-required", "decimal-int",
-         "decimal-float-subclass", "integer-whole-float", "choice-with-sibling", "unicode",
+         "decimal-float-subclass", "choice-with-sibling", "unicode",
          "xhtml-leading-space", "base64-lines", "leap-day", "parameters-resource"],
 )
 def test_valid_edge_cases(resource: dict[str, Any]) -> None:
@@ -205,6 +204,8 @@ ERROR_CASES: list[tuple[str, Any, str, str]] = [
     ("boolean-for-integer", pat(multipleBirthInteger=True), "structure",
      "Patient.multipleBirthInteger"),
     ("float-for-integer", pat(multipleBirthInteger=1.5), "value",
+     "Patient.multipleBirthInteger"),
+    ("whole-float-for-integer", pat(multipleBirthInteger=2.0), "value",
      "Patient.multipleBirthInteger"),
     ("string-for-integer", pat(multipleBirthInteger="2"), "structure",
      "Patient.multipleBirthInteger"),

@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -102,6 +103,9 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         log_level=settings.log_level.lower(), server_header=False,
     )
+    # uvicorn re-raises SIGTERM once it has drained in-flight requests; exit cleanly then, so
+    # atexit handlers run (they stop the embedded PostgreSQL).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if settings.workers > 1:
         os.environ["SANTONG_DATABASE_URL"] = url  # the workers import the app themselves
         uvicorn.run("santong.api.app:create_app", factory=True, workers=settings.workers,

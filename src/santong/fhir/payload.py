@@ -26,7 +26,7 @@ def read_body(request: FhirRequest) -> Any:
         raise error(400, "required", "The request has no body: a resource is required")
     try:
         return jsonio.loads(request.body)
-    except (jsonio.JsonError, ValueError) as exc:
+    except (jsonio.JsonError, ValueError, RecursionError) as exc:
         raise error(400, "structure", f"The body is not valid JSON: {exc}") from None
 
 

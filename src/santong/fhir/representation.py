@@ -56,7 +56,9 @@ def write_result(
 
 
 def _subset(resource: dict[str, Any], keep: set[str] | frozenset[str]) -> dict[str, Any]:
-    subset = {k: v for k, v in resource.items() if k in keep or k in _ALWAYS}
+    # A primitive's `_name` sibling (its id and extensions) goes with it.
+    subset = {k: v for k, v in resource.items()
+              if k in keep or k in _ALWAYS or (k[0] == "_" and k[1:] in keep)}
     meta = dict(subset.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     subset["meta"] = meta

@@ -1,0 +1,414 @@
+"""Structural validation of FHIR R4 JSON resources.
+
+Implements the rules of http://hl7.org/fhir/R4/json.html against the definitions in
+:mod:`santong.definitions`, with primitive values checked as described in
+http://hl7.org/fhir/R4/datatypes.html:
+
+* the resource is an object with a known concrete ``resourceType``;
+* every property is a known element (choice elements by their typed JSON name);
+* arrays exactly where the cardinality allows more than one value;
+* primitive JSON kinds (string / number / boolean) and the regexes of the spec, integer ranges;
+* ``_name`` siblings of primitives (objects with id/extension; arrays aligned with ``null``);
+* ``null`` only inside primitive arrays paired with a ``_name`` entry; no empty strings,
+  objects or arrays;
+* minimum cardinality (also of required choice groups) and at most one choice variant;
+* contained and other ``Resource``-typed elements by their own ``resourceType``.
+
+FHIRPath invariants (constraint expressions), terminology bindings and profiles are out of scope.
+
+Issue codes (OperationOutcome ``issue.code``): ``structure`` for the JSON shape (unknown element,
+wrong JSON kind, array vs single value, null, empty object/array, several choice variants),
+``value`` for primitive content (regex, range, empty string), ``required`` for missing elements
+(also a missing ``resourceType``) and ``invalid`` for an unknown or unexpected ``resourceType``.
+
+Expressions are FHIRPath-like locations using the JSON names as sent, e.g.
+``Patient.name[0].given[1]``, ``Patient.deceasedBoolean``; the content of a ``_birthDate`` sibling
+is reported under the element (``Patient.birthDate.extension[0].url``); a nested resource is
+addressed by its element (``Bundle.entry[2].resource.birthDate``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from santong import definitions
+from santong.definitions import PRIMITIVE, Element, Primitive, Structure
+
+__all__ = ["MAX_DEPTH", "MAX_ISSUES", "ValidationIssue", "validate_resource"]
+
+MAX_ISSUES = 100
+# Deeper JSON is rejected rather than risking RecursionError (each level costs a few frames).
+MAX_DEPTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationIssue:
+    severity: str  # "error" or "warning"
+    code: str  # OperationOutcome issue type: structure, required, value, invalid, too-costly
+    diagnostics: str
+    expression: str
+
+
+# A primitive check returns None when valid, else (issue code, message); the message is completed
+# with " for '<name>'" by the caller.
+_Check = Callable[[Any], tuple[str, str] | None]
+
+
+class _Stop(Exception):
+    """Raised when MAX_ISSUES is reached."""
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _calendar_ok(text: str) -> bool:
+    # The spec regexes accept day 29-31 of any month; a full date must exist on the calendar.
+    if len(text) < 10 or text[8:10] <= "28":
+        return True
+    try:
+        date(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
+
+
+_KNOWN_MAX_LENGTH = 64
+_KNOWN_MAX_ENTRIES = 2048
+
+
+def _string_check(prim: Primitive) -> _Check:
+    # One closure per primitive type with only the tests it needs: these run for every value.
+    match = prim.pattern.fullmatch if prim.pattern is not None else None
+    name = prim.name
+    max_length = prim.max_length or 0
+    # When the regex itself rejects "", the empty-string test only picks the message.
+    explicit_empty = match is None or match("") is not None
+
+    def invalid(value: str) -> tuple[str, str]:
+        if not value:
+            return "value", "Empty string is not allowed"
+        if max_length and len(value) > max_length:
+            return "value", f"String is longer than {max_length} characters"
+        return "value", f"Invalid {name} '{_shown(value)}'"
+
+    if name in ("date", "dateTime", "instant"):
+        assert match is not None
+
+        def check_date(value: Any) -> tuple[str, str] | None:
+            if not isinstance(value, str):
+                return "structure", "Expected a string"
+            if match(value) is None or not _calendar_ok(value):
+                return invalid(value)
+            return None
+
+        return check_date
+
+    if name == "xhtml":
+
+        def check_xhtml(value: Any) -> tuple[str, str] | None:
+            if not isinstance(value, str):
+                return "structure", "Expected a string"
+            if not value:
+                return invalid(value)
+            if not value.lstrip().startswith("<div"):
+                return "value", "Expected an XHTML <div> element"
+            return None
+
+        return check_xhtml
+
+    # Codes, system URIs and the like recur across resources: remember short values already
+    # found valid, which is cheaper than re-running the regex (bounded, cleared when full).
+    known: set[str] = set()
+
+    def check(value: Any) -> tuple[str, str] | None:
+        if value.__class__ is str and value in known:
+            return None
+        if not isinstance(value, str):
+            return "structure", "Expected a string"
+        if (
+            (explicit_empty and not value)
+            or (max_length and len(value) > max_length)
+            or (match is not None and match(value) is None)
+        ):
+            return invalid(value)
+        if len(value) <= _KNOWN_MAX_LENGTH:
+            if len(known) >= _KNOWN_MAX_ENTRIES:
+                known.clear()
+            known.add(value)
+        return None
+
+    return check
+
+
+def _boolean_check(value: Any) -> tuple[str, str] | None:
+    if value is True or value is False:
+        return None
+    return "structure", "Expected a boolean"
+
+
+def _integer_check(prim: Primitive) -> _Check:
+    low, high = prim.min_value, prim.max_value
+    name = prim.name
+
+    def check(value: Any) -> tuple[str, str] | None:
+        # bool is an int subclass: JSON true is not an integer.
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            return "structure", "Expected an integer"
+        if not isinstance(value, int):
+            # "2.0" is not the lexical form of an integer (datatypes.html#integer).
+            return "value", f"Invalid {name} '{_shown(value)}': expected a whole number"
+        if (low is not None and value < low) or (high is not None and value > high):
+            return "value", f"Value {value} is outside the {name} range"
+        return None
+
+    return check
+
+
+def _decimal_check(value: Any) -> tuple[str, str] | None:
+    # int, float and float/Decimal subclasses (precision-preserving parsers) are all decimals.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return "structure", "Expected a number"
+    if not isinstance(value, int) and not math.isfinite(value):
+        return "value", f"Invalid decimal '{value}'"
+    return None
+
+
+def _make_check(prim: Primitive) -> _Check:
+    if prim.json == "boolean":
+        return _boolean_check
+    if prim.json == "number":
+        return _integer_check(prim) if prim.min_value is not None else _decimal_check
+    return _string_check(prim)
+
+
+@cache
+def _checks() -> dict[str, _Check]:
+    return {name: _make_check(prim) for name, prim in definitions.primitive_types().items()}
+
+
+class _Validator:
+    __slots__ = ("checks", "element", "issues")
+
+    def __init__(self) -> None:
+        self.issues: list[ValidationIssue] = []
+        self.checks = _checks()
+        self.element = definitions.structure("Element")  # content of `_name` siblings
+
+    def add(self, code: str, diagnostics: str, expression: str) -> None:
+        self.issues.append(ValidationIssue("error", code, diagnostics, expression))
+        if len(self.issues) >= MAX_ISSUES:
+            raise _Stop
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def embedded(self, value: dict[str, Any], path: str, depth: int) -> None:
+        """A Resource-typed element: typed by its own resourceType."""
+        rtype = value.get("resourceType")
+        if rtype is None:
+            self.add("required", "Missing 'resourceType'", f"{path}.resourceType")
+        elif not isinstance(rtype, str) or not definitions.is_resource_type(rtype):
+            self.add("invalid", f"Unknown resource type '{_shown(rtype)}'",
+                     f"{path}.resourceType")
+        else:
+            self.object(value, definitions.structure(rtype), path, depth, True)
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def object(
+        self, obj: dict[str, Any], struct: Structure, path: str, depth: int, is_resource: bool
+    ) -> None:
+        if not obj:
+            self.add("structure", "Empty object is not allowed", path)
+            return
+        if depth > MAX_DEPTH:
+            self.add("structure", f"Content is nested deeper than {MAX_DEPTH} levels", path)
+            return
+        elements = struct.elements
+        checks = self.checks
+        chosen: dict[str, str] | None = None  # choice group -> variant seen first
+        # This loop runs for every property of every object, so the common cases are inlined.
+        for key, value in obj.items():
+            el = elements.get(key)
+            if el is None:
+                if key[:1] == "_" and (el := elements.get(key[1:])) is not None and (
+                    el.kind == PRIMITIVE
+                ):
+                    if el.choice is not None:
+                        chosen = self.choice(chosen, el, key, path)
+                    self.sibling(obj, key, value, el, path, depth)
+                elif not (is_resource and key == "resourceType"):
+                    self.add("structure", f"Unknown element '{_shown(key)}'", f"{path}.{key}")
+                continue
+            if el.choice is not None:
+                chosen = self.choice(chosen, el, key, path)
+            if value is None:
+                self.add("structure", f"Null value is not allowed for '{key}'", f"{path}.{key}")
+            elif el.array:
+                if not isinstance(value, list):
+                    self.add("structure", f"Expected an array for '{key}'", f"{path}.{key}")
+                elif not value:
+                    self.add("structure", f"Empty array is not allowed for '{key}'",
+                             f"{path}.{key}")
+                else:
+                    self.array(obj, key, value, el, path, depth)
+            elif el.kind == PRIMITIVE:
+                problem = checks[el.type](value)
+                if problem is not None:
+                    self.primitive_issue(problem, value, el, key, f"{path}.{key}")
+            elif isinstance(value, dict):
+                if (struct_ := el.structure) is not None:  # COMPLEX
+                    self.object(value, struct_, f"{path}.{key}", depth + 1, False)
+                else:
+                    self.embedded(value, f"{path}.{key}", depth + 1)
+            elif isinstance(value, list):
+                self.add("structure", f"Expected a single value, not an array, for '{key}'",
+                         f"{path}.{key}")
+            else:
+                self.add("structure", f"Expected an object for '{key}'", f"{path}.{key}")
+        for label, names in struct.required:
+            for name in names:
+                if name in obj:
+                    break
+            else:
+                if label[-1] == "]":  # a choice group: "value[x]"
+                    variants = ", ".join(f"'{n}'" for n in names[::2])
+                    self.add("required", f"Missing required element '{label}' (one of {variants})",
+                             f"{path}.{label[:-3]}")
+                else:
+                    self.add("required", f"Missing required element '{label}'",
+                             f"{path}.{label}")
+
+    def primitive_issue(
+        self, problem: tuple[str, str], value: Any, el: Element, key: str, where: str
+    ) -> None:
+        if isinstance(value, list):  # the check saw a non-string; name the real problem
+            self.add("structure", f"Expected a primitive value, not an array, for '{key}'",
+                     where)
+        elif isinstance(value, dict):
+            self.add("structure", f"Expected a primitive value, not an object, for '{key}'",
+                     where)
+        else:
+            self.add(problem[0], f"{problem[1]} for '{key}'", where)
+
+    def choice(
+        self, chosen: dict[str, str] | None, el: Element, key: str, path: str
+    ) -> dict[str, str]:
+        group = el.choice
+        assert group is not None
+        if chosen is None:
+            return {group: el.name}
+        first = chosen.setdefault(group, el.name)
+        if first != el.name:
+            self.add("structure",
+                     f"Only one of the '{group}[x]' variants is allowed, "
+                     f"found '{first}' and '{el.name}'", f"{path}.{key}")
+        return chosen
+
+    def array(
+        self, obj: dict[str, Any], key: str, items: list[Any], el: Element, path: str, depth: int
+    ) -> None:
+        kind = el.kind
+        if kind == PRIMITIVE:
+            check = self.checks[el.type]
+            siblings = obj.get("_" + key)
+            for i, item in enumerate(items):
+                if item is None:
+                    # A null keeps positions aligned with `_key`, which must have content there.
+                    if not (isinstance(siblings, list) and i < len(siblings)
+                            and siblings[i] is not None):
+                        self.add("structure", f"Null value is not allowed in '{key}' unless "
+                                 f"'_{key}' has an entry at the same index", f"{path}.{key}[{i}]")
+                elif (problem := check(item)) is not None:
+                    self.primitive_issue(problem, item, el, key, f"{path}.{key}[{i}]")
+            return
+        struct = el.structure  # None for RESOURCE
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                if struct is not None:
+                    self.object(item, struct, f"{path}.{key}[{i}]", depth + 1, False)
+                else:
+                    self.embedded(item, f"{path}.{key}[{i}]", depth + 1)
+            elif item is None:
+                self.add("structure", f"Null value is not allowed in '{key}'",
+                         f"{path}.{key}[{i}]")
+            elif isinstance(item, list):
+                self.add("structure", f"Nested arrays are not allowed in '{key}'",
+                         f"{path}.{key}[{i}]")
+            else:
+                self.add("structure", f"Expected an object for '{key}'", f"{path}.{key}[{i}]")
+
+    def sibling(
+        self, obj: dict[str, Any], key: str, value: Any, el: Element, path: str, depth: int
+    ) -> None:
+        """The `_name` sibling of a primitive: id and extensions of the value(s)."""
+        name = el.name
+        where = f"{path}.{name}"
+        if value is None:
+            self.add("structure", f"Null value is not allowed for '{key}'", where)
+        elif not el.array:
+            if isinstance(value, dict):
+                self.object(value, self.element, where, depth + 1, False)
+            else:
+                self.add("structure", f"Expected an object for '{key}'", where)
+        elif not isinstance(value, list):
+            self.add("structure", f"Expected an array for '{key}'", where)
+        elif not value:
+            self.add("structure", f"Empty array is not allowed for '{key}'", where)
+        else:
+            values = obj.get(name)
+            if isinstance(values, list) and len(values) != len(value):
+                self.add("structure",
+                         f"Arrays '{name}' and '{key}' must have the same length", where)
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    self.object(item, self.element, f"{where}[{i}]", depth + 1, False)
+                elif item is None:
+                    # Both null at i is reported by array(); here only a missing value array.
+                    if not isinstance(values, list):
+                        self.add("structure", f"Null value is not allowed in '{key}'",
+                                 f"{where}[{i}]")
+                else:
+                    self.add("structure", f"Expected an object for '{key}'", f"{where}[{i}]")
+
+
+def validate_resource(resource: object, expected_type: str | None = None) -> list[ValidationIssue]:
+    """Validate a parsed FHIR R4 JSON resource; return the issues found (empty when valid).
+
+    ``expected_type`` is the type the caller requires (e.g. from the URL); a different
+    ``resourceType`` is an error. At most MAX_ISSUES errors are reported, then a warning.
+    """
+    v = _Validator()
+    try:
+        if expected_type is not None and not definitions.is_resource_type(expected_type):
+            v.add("not-supported", f"Unknown resource type '{_shown(expected_type)}'",
+                  "resourceType")
+            return v.issues
+        if not isinstance(resource, dict):
+            v.add("structure", "A resource must be a JSON object", expected_type or "Resource")
+            return v.issues
+        rtype = resource.get("resourceType")
+        if rtype is None:
+            v.add("required", "Missing 'resourceType'", "resourceType")
+            rtype = expected_type  # still check the content against the expected type
+        elif not isinstance(rtype, str) or not definitions.is_resource_type(rtype):
+            v.add("invalid", f"Unknown resource type '{_shown(rtype)}'", "resourceType")
+            return v.issues
+        elif expected_type is not None and rtype != expected_type:
+            v.add("invalid",
+                  f"Resource type '{rtype}' does not match the expected type '{expected_type}'",
+                  "resourceType")
+        if rtype is not None:
+            v.object(resource, definitions.structure(rtype), rtype, 0, True)
+    except _Stop:
+        v.issues.append(ValidationIssue(
+            "warning", "too-costly", f"Too many issues; validation stopped after {MAX_ISSUES}",
+            expected_type or "Resource"))
+    return v.issues
