@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import signal
 import socket
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 from santong import __version__
+from santong.api.logging import configure_logging
 from santong.settings import Settings
 
 
@@ -68,13 +68,6 @@ def _migrate(url: str) -> None:
         ) from None
 
 
-def configure_logging(settings: Settings) -> None:
-    fmt = "%(message)s" if settings.log_json else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
-    for noisy in ("alembic", "pgserver"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in
                  {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items()
@@ -93,7 +86,8 @@ def serve(args: argparse.Namespace) -> int:
     from santong.storage.database import redact
 
     host_for_url = f"[{settings.host}]" if ":" in settings.host else settings.host
-    database = redact(url) if settings.database_url else f"embedded PostgreSQL ({redact(url)})"
+    database = (redact(url) if settings.database_url else
+                f"embedded PostgreSQL in {settings.data_dir.expanduser().resolve() / 'pg'}")
     print(f"Santong {__version__} listening on http://{host_for_url}:{settings.port}", flush=True)
     print(f"  FHIR base:  http://{host_for_url}:{settings.port}{FHIR_BASE}", flush=True)
     print(f"  data dir:   {settings.data_dir.expanduser().resolve()}", flush=True)

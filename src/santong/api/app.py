@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from santong import __version__
-from santong.api.logging import RequestLogMiddleware
+from santong.api.logging import RequestLogMiddleware, configure_logging
 from santong.fhir import jsonio
 from santong.fhir.context import RequestContext
 from santong.fhir.formats import FHIR_JSON, response_media_type, wants_pretty
@@ -76,7 +76,9 @@ def to_http(fhir_request: FhirRequest, response: FhirResponse) -> Response:
 
 
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    if settings is None:  # a worker process started by uvicorn: configure it like the parent
+        settings = get_settings()
+        configure_logging(settings)
     url = database_url or settings.database_url
     if url is None:
         raise RuntimeError("create_app needs a database URL (santong serve starts one)")

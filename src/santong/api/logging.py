@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from santong.settings import Settings
+
 access_log = logging.getLogger("santong.access")
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr, as plain text or one JSON object per line (SANTONG_LOG_JSON)."""
+    fmt = "%(message)s" if settings.log_json else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
+    for noisy in ("alembic", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 class RequestLogMiddleware:
