@@ -66,7 +66,8 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings(max_body_bytes=64 * 1024, default_page_size=20, retry_after_seconds=7)
+    return Settings(max_body_bytes=64 * 1024, default_page_size=20, retry_after_seconds=7,
+                    allow_explain=True)
 
 
 @pytest.fixture(scope="session")

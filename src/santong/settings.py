@@ -20,8 +20,14 @@ class Settings(BaseSettings):
     # The FHIR base as clients see it (behind a proxy); derived from each request when unset.
     public_base_url: str | None = None
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Entries in one batch/transaction Bundle; more get 413.
+    max_bundle_entries: int = Field(default=10000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
+    # Resources a search may add through _include/_revinclude (across :iterate rounds).
+    max_include_results: int = Field(default=1000, ge=0)
+    # `_explain=true` on a search returns its SQL and plan; for administrators only.
+    allow_explain: bool = False
     db_pool_size: int = Field(default=10, ge=1)
     # Seconds a client is told to wait (Retry-After) when the database is unreachable.
     retry_after_seconds: int = 5

@@ -277,3 +277,16 @@ def primitive_types() -> Mapping[str, Primitive]:
 def primitive(name: str) -> Primitive | None:
     """The primitive datatype ``name`` ("date", "code", ...), or None."""
     return _defs().primitives.get(name)
+
+
+@cache
+def _compartments() -> dict[str, dict[str, list[str]]]:
+    return orjson.loads(files(__package__).joinpath("compartments.json").read_bytes())
+
+
+def compartment(compartment_type: str) -> dict[str, list[str]]:
+    """Resource types in a compartment (Patient, Encounter, …) → the parameters linking them.
+
+    http://hl7.org/fhir/R4/compartmentdefinition.html; empty for a type that is no compartment.
+    """
+    return _compartments().get(compartment_type, {})

@@ -17,6 +17,8 @@ class Call:
     resource_type: str | None = None
     id: str | None = None
     version_id: str | None = None
+    # The resource type after a compartment: GET [base]/Patient/1/[member_type].
+    member_type: str | None = None
 
     @property
     def type(self) -> str:

@@ -16,13 +16,21 @@ from sqlalchemy import exc as sa_exc
 
 from santong import definitions
 from santong.fhir.call import Call
+from santong.fhir.entries import read_bundle
 from santong.fhir.formats import response_media_type
+from santong.fhir.interactions.batch import batch
 from santong.fhir.interactions.capabilities import capabilities
 from santong.fhir.interactions.create import create
 from santong.fhir.interactions.delete import conditional_delete, delete
 from santong.fhir.interactions.history import history
+from santong.fhir.interactions.patch import conditional_patch, patch
 from santong.fhir.interactions.read import read
-from santong.fhir.interactions.search_type import search_type
+from santong.fhir.interactions.search_type import (
+    search_compartment,
+    search_system,
+    search_type,
+)
+from santong.fhir.interactions.transaction import transaction
 from santong.fhir.interactions.update import conditional_update, update
 from santong.fhir.interactions.vread import vread
 from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
@@ -37,14 +45,16 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 # Route shapes: "T" a resource type, "I" an id, "V" a version id; other segments are literal.
 _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
+    (): {"GET": search_system},
     ("metadata",): {"GET": capabilities},
     ("_history",): {"GET": history},
     ("T",): {"GET": search_type, "POST": create, "PUT": conditional_update,
-             "DELETE": conditional_delete},
+             "DELETE": conditional_delete, "PATCH": conditional_patch},
     ("T", "_search"): {"POST": search_type},
     ("T", "_history"): {"GET": history},
-    ("T", "I"): {"GET": read, "PUT": update, "DELETE": delete},
+    ("T", "I"): {"GET": read, "PUT": update, "DELETE": delete, "PATCH": patch},
     ("T", "I", "_history"): {"GET": history},
+    ("T", "I", "I"): {"GET": search_compartment},
     ("T", "I", "_history", "V"): {"GET": vread},
 }
 
@@ -70,9 +80,6 @@ class Router:
         if methods is None:
             if segments and segments[-1].startswith("$"):
                 raise error(400, "not-supported", f"Operation {segments[-1]} is not supported")
-            if not segments:
-                raise error(405 if request.method in ("GET", "POST") else 404, "not-supported",
-                            "System-level search and batch/transaction are not supported yet")
             raise error(404, "not-found", f"No FHIR interaction at '{request.path}'")
         method = "GET" if request.method == "HEAD" else request.method
         handler = methods.get(method)
@@ -92,6 +99,13 @@ class Router:
 
     async def dispatch(self, request: FhirRequest, tx: Transaction | None = None) -> FhirResponse:
         """Run one interaction; in `tx` if given, else in a transaction of its own."""
+        if request.method == "POST" and not request.path.strip("/"):
+            # batch/transaction: the Bundle decides how entries share database transactions.
+            if tx is not None:
+                raise error(400, "not-supported", "Bundles cannot be nested")
+            bundle_type, entries = read_bundle(request, self.settings.max_bundle_entries)
+            process = transaction if bundle_type == "transaction" else batch
+            return await process(self, request, entries)
         handler, segments = self.route(request)
         call = Call(request, tx, self.settings)  # type: ignore[arg-type]
         if segments and segments[0] not in ("metadata", "_history"):
@@ -100,6 +114,8 @@ class Router:
                 call.id = segments[1]
             if len(segments) == 4:
                 call.version_id = segments[3]
+            elif len(segments) == 3 and segments[2] != "_history":
+                call.member_type = segments[2]
         if tx is not None:
             return await handler(call)
         async with self.repository.transaction() as own:
@@ -114,20 +130,24 @@ class Router:
         except FhirError as exc:
             return FhirResponse(exc.status, resource=exc.outcome(), headers=dict(exc.headers))
         except Exception as exc:
-            if is_database_unavailable(exc):
-                log.warning("database unavailable: %s", exc)
-                return FhirResponse(
-                    503,
-                    resource=operation_outcome([Issue(
-                        "transient", "The database is unavailable; try again shortly")]),
-                    headers={"Retry-After": str(self.settings.retry_after_seconds)},
-                )
-            if is_conflict(exc):
-                return FhirResponse(409, resource=operation_outcome([Issue(
-                    "conflict", "A concurrent change conflicted with this one; retry it")]))
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            return FhirResponse(500, resource=operation_outcome([Issue(
-                "exception", f"Internal server error (request {request.context.request_id})")]))
+            return self.failure_response(exc, request)
+
+    def failure_response(self, exc: Exception, request: FhirRequest) -> FhirResponse:
+        """The answer to an unexpected failure: 503, 409 or a bare 500 (details only logged)."""
+        if is_database_unavailable(exc):
+            log.warning("database unavailable: %s", exc)
+            return FhirResponse(
+                503,
+                resource=operation_outcome([Issue(
+                    "transient", "The database is unavailable; try again shortly")]),
+                headers={"Retry-After": str(self.settings.retry_after_seconds)},
+            )
+        if is_conflict(exc):
+            return FhirResponse(409, resource=operation_outcome([Issue(
+                "conflict", "A concurrent change conflicted with this one; retry it")]))
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return FhirResponse(500, resource=operation_outcome([Issue(
+            "exception", f"Internal server error (request {request.context.request_id})")]))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -14,6 +14,7 @@ from typing import Any
 from santong.fhir import jsonio
 from santong.fhir.outcome import error
 from santong.fhir.versioning import instant, now
+from santong.search.index import index_rows, replace_index
 from santong.storage.repository import StoredVersion, Transaction
 
 
@@ -23,7 +24,8 @@ def new_id() -> str:
 
 def serialise_version(
     resource: dict[str, Any], id: str, version_id: int, last_updated: datetime
-) -> str:
+) -> tuple[dict[str, Any], str]:
+    """The resource as stored (with the server's id and meta), as a dict and as JSON text."""
     client_meta = resource.get("meta") or {}
     meta = {"versionId": str(version_id), "lastUpdated": instant(last_updated)}
     meta.update((k, v) for k, v in client_meta.items() if k not in meta)
@@ -33,7 +35,7 @@ def serialise_version(
     if "\\u0000" in content:
         # PostgreSQL's JSON types cannot hold NUL, and no FHIR string needs one.
         raise error(400, "value", "The resource contains a NUL character (\\u0000)")
-    return content
+    return stored, content
 
 
 async def create_version_1(
@@ -42,10 +44,12 @@ async def create_version_1(
     """Store a new resource under `id`; None when that id already exists."""
     resource_type = resource["resourceType"]
     moment = now()
-    content = serialise_version(resource, id, 1, moment)
-    if not await tx.insert_first_version(resource_type, id, moment, content, method):
+    stored, content = serialise_version(resource, id, 1, moment)
+    rid = await tx.insert_first_version(resource_type, id, moment, content, method)
+    if rid is None:
         return None
-    return StoredVersion(resource_type, id, 1, moment, False, content, method)
+    await replace_index(tx.connection, rid, resource_type, index_rows(stored))
+    return StoredVersion(resource_type, id, 1, moment, False, content, method, rid=rid)
 
 
 async def write_next(
@@ -55,12 +59,16 @@ async def write_next(
     version_id = current.version_id + 1
     # lastUpdated never goes backwards within a resource, whatever the clocks of other hosts.
     moment = max(now(), current.last_updated)
-    content = (
-        None if resource is None else serialise_version(resource, current.id, version_id, moment)
+    stored, content = (
+        (None, None) if resource is None
+        else serialise_version(resource, current.id, version_id, moment)
     )
-    await tx.write_next_version(
+    rid = await tx.write_next_version(
         current.resource_type, current.id, version_id, moment, content, method
     )
+    rows = None if stored is None else index_rows(stored)
+    await replace_index(tx.connection, rid, current.resource_type, rows)
     return StoredVersion(
-        current.resource_type, current.id, version_id, moment, content is None, content, method
+        current.resource_type, current.id, version_id, moment, content is None, content, method,
+        rid=rid,
     )

@@ -28,6 +28,7 @@ class StoredVersion:
     content: str | None  # the resource JSON exactly as stored; None for a deletion
     method: str = ""
     seq: int = 0
+    rid: int = 0  # the resource row's surrogate key (search indexes refer to it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +45,11 @@ class HistoryQuery:
 
 
 _READ_CURRENT = text(
-    "SELECT version_id, last_updated, deleted, content FROM resource"
+    "SELECT version_id, last_updated, deleted, content, rid FROM resource"
     " WHERE resource_type = :t AND id = :id"
 )
 _READ_CURRENT_FOR_UPDATE = text(
-    "SELECT version_id, last_updated, deleted, content FROM resource"
+    "SELECT version_id, last_updated, deleted, content, rid FROM resource"
     " WHERE resource_type = :t AND id = :id FOR UPDATE"
 )
 _READ_VERSION = text(
@@ -62,7 +63,7 @@ _INSERT_CURRENT = text(
 )
 _UPDATE_CURRENT = text(
     "UPDATE resource SET version_id = :v, last_updated = :ts, deleted = :d, content = :c"
-    " WHERE resource_type = :t AND id = :id"
+    " WHERE resource_type = :t AND id = :id RETURNING rid"
 )
 _INSERT_HISTORY = text(
     "INSERT INTO resource_history (resource_type, id, version_id, last_updated, method, content)"
@@ -84,7 +85,7 @@ class Transaction:
         row = (await self.connection.execute(stmt, {"t": resource_type, "id": id})).first()
         if row is None:
             return None
-        return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3])
+        return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3], rid=row[4])
 
     async def read_version(
         self, resource_type: str, id: str, version_id: int
@@ -99,14 +100,14 @@ class Transaction:
 
     async def insert_first_version(
         self, resource_type: str, id: str, last_updated: datetime, content: str, method: str
-    ) -> bool:
-        """Insert version 1 of a new resource; False when the id is already taken."""
+    ) -> int | None:
+        """Insert version 1 of a new resource and return its rid; None if the id is taken."""
         params = {"t": resource_type, "id": id, "v": 1, "ts": last_updated, "c": content}
         inserted = (await self.connection.execute(_INSERT_CURRENT, params)).first()
         if inserted is None:
-            return False
+            return None
         await self.connection.execute(_INSERT_HISTORY, {**params, "m": method})
-        return True
+        return int(inserted[0])
 
     async def write_next_version(
         self,
@@ -116,13 +117,14 @@ class Transaction:
         last_updated: datetime,
         content: str | None,
         method: str,
-    ) -> None:
-        """Replace the current version (locked by the caller) and record it in history."""
+    ) -> int:
+        """Replace the current version (locked by the caller), record it in history; its rid."""
         params = {
             "t": resource_type, "id": id, "v": version_id, "ts": last_updated, "c": content,
         }
-        await self.connection.execute(_UPDATE_CURRENT, {**params, "d": content is None})
+        updated = await self.connection.execute(_UPDATE_CURRENT, {**params, "d": content is None})
         await self.connection.execute(_INSERT_HISTORY, {**params, "m": method})
+        return int(updated.scalar_one())
 
     async def lock(self, key: str) -> None:
         """Hold a transaction-scoped lock on `key` (e.g. to make conditional creates atomic)."""

@@ -14,23 +14,26 @@ from santong import definitions
 from santong.fhir.call import Call
 from santong.fhir.request import FhirResponse
 from santong.fhir.versioning import instant, now
-from santong.search.criteria import supports_identifier
+from santong.search.parameters import parameters_for
 
 _INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type",
                  "create", "search-type")
 _STARTED = instant(now())
 
 
+# Parameter types the search compiler answers; composite and special (near) are not yet.
+SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
+_ROW_PARAMETERS = {"_id": "token", "_lastUpdated": "date", "_text": "string",
+                   "_content": "string", "_list": "string"}
+
+
 def _search_params(resource_type: str) -> list[dict[str, str]]:
-    params = [{
-        "name": "_id", "type": "token",
-        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
-    }]
-    if supports_identifier(resource_type):
-        params.append({
-            "name": "identifier", "type": "token",
-            "documentation": "system|value, |value, system| or value; matched exactly",
-        })
+    params = []
+    for code, param in sorted(parameters_for(resource_type).items()):
+        kind = _ROW_PARAMETERS.get(code, param.type)
+        if code not in _ROW_PARAMETERS and param.type not in SUPPORTED_TYPES:
+            continue
+        params.append({"name": code, "definition": param.url, "type": kind})
     return params
 
 
@@ -64,11 +67,17 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search supports _id and identifier only, with _count, _summary "
-                             "and _elements; unknown parameters are ignored and reported unless "
-                             "Prefer: handling=strict.",
+            "documentation": "Unknown search parameters are ignored and reported in an "
+                             "OperationOutcome entry, unless Prefer: handling=strict. Composite "
+                             "and special parameters, and the :above/:below/:in/:not-in token "
+                             "modifiers, are not supported yet.",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+            "searchParam": [
+                {"name": name, "type": kind,
+                 "definition": f"http://hl7.org/fhir/SearchParameter/Resource{name}"}
+                for name, kind in (("_id", "token"), ("_lastUpdated", "date"))
+            ],
         }],
     }
 

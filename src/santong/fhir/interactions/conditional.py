@@ -1,8 +1,8 @@
 """Selecting resources by search criteria for conditional create, update and delete.
 
 http://hl7.org/fhir/R4/http.html#ccreate, #cond-update, #3.1.0.7.1 (conditional delete).
-Criteria that the server cannot evaluate are rejected (400) rather than ignored, since
-ignoring one would widen the match.
+Any search the server supports may select; criteria it cannot evaluate are rejected (400)
+rather than ignored, since ignoring one would widen the match.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from santong.fhir.call import Call
 from santong.fhir.outcome import error
-from santong.search.criteria import RESULT_PARAMETERS, compile_criteria
+from santong.search.query import RESULT_PARAMETERS, compile_search
 from santong.storage.repository import StoredVersion
 
 
@@ -28,5 +28,5 @@ async def match(call: Call, params: list[tuple[str, str]], limit: int = 2) -> li
     selecting = _selecting(params)
     if not selecting:
         raise error(400, "invalid", "Conditional interactions need search criteria")
-    criteria = compile_criteria(call.type, selecting, strict=True)
-    return await call.tx.search_current(call.type, criteria.where, limit)
+    compiled = compile_search(call.type, selecting, strict=True, base_url=call.request.base_url)
+    return await call.tx.search_current(call.type, compiled.conditions, limit)

@@ -23,8 +23,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
 
 
-def page_size(call: Call) -> int:
-    value = call.request.param("_count")
+def page_size(call: Call, value: str | None = None) -> int:
+    """`_count`, within the server's limit (from the query unless given)."""
+    value = value if value is not None else call.request.param("_count")
     if value is None:
         return call.settings.default_page_size
     if not value.isdigit():

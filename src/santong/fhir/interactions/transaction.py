@@ -1,0 +1,182 @@
+"""transaction — http://hl7.org/fhir/R4/http.html#transaction (rules: #trules).
+
+POST [base] with a `transaction` Bundle: every entry in one database transaction, all or
+nothing. Before anything is written, each entry's identity is settled: POST entries get their
+new id (or, with `ifNoneExist`, the single existing match, under the criteria's advisory lock
+so concurrent transactions create one resource), conditional PUTs their target. Then every
+reference in every resource is rewritten to those ids (fullUrls `urn:uuid:`, `urn:oid:`,
+relative and absolute URLs; also in extensions and contained resources) and conditional
+references (`Patient?identifier=…`) are resolved to their single match. Entries then run in
+the spec's order (DELETE, POST, PUT/PATCH, GET/HEAD) through `Router.dispatch`, the same
+interactions as single calls; the answer lists them in request order. A failing entry rolls
+everything back and is reported as one OperationOutcome naming it (`Bundle.entry[n]`).
+
+POST entries are dispatched as update-as-create of the id assigned here (`PUT [type]/[id]`
+with `If-None-Match: *`) because the create interaction always draws its own id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from santong.fhir.call import Call
+from santong.fhir.entries import (
+    Entry,
+    criteria_key,
+    failed_entry,
+    parse_entry,
+    resolve_all_conditional,
+    response_entry,
+)
+from santong.fhir.interactions.conditional import lock_criteria, match
+from santong.fhir.outcome import FhirError, error
+from santong.fhir.representation import write_result
+from santong.fhir.request import FhirRequest, FhirResponse
+from santong.fhir.storing import new_id
+from santong.fhir.versioning import instant, now
+from santong.search.criteria import parse_conditional
+
+if TYPE_CHECKING:
+    from santong.fhir.router import Router
+
+
+class _Plan:
+    """What the identity phase decided, entry by entry."""
+
+    def __init__(self) -> None:
+        self.identities: dict[str, str] = {}  # fullUrl -> "Type/id"
+        self.requests: dict[int, FhirRequest] = {}  # entries dispatched differently than sent
+        self.answered: dict[int, FhirResponse] = {}  # conditional creates that matched
+        self.same_as: dict[int, int] = {}  # a repeated ifNoneExist -> the first such entry
+        self.criteria: dict[str, str] = {}  # criteria key -> "Type/id" decided in this Bundle
+        self.targets: dict[str, int] = {}  # "Type/id" written -> the entry writing it
+
+
+async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan) -> str:
+    resource_type = entry.resource_type
+    if_none_exist = entry.headers.get("if-none-exist")
+    if if_none_exist:
+        params = parse_conditional(if_none_exist)
+        key = criteria_key(resource_type, params)
+        if key in plan.criteria:
+            plan.same_as[entry.index] = plan.targets[plan.criteria[key]]
+            return plan.criteria[key]
+        call.resource_type = resource_type
+        await lock_criteria(call, params)
+        found = await match(call, params)
+        if len(found) > 1:
+            raise error(412, "duplicate", f"ifNoneExist {if_none_exist!r} matches "
+                        f"{len(found)} resources: the criteria must select at most one")
+        if found:
+            plan.answered[entry.index] = write_result(
+                entry.request(outer), found[0], 200, "Resource already exists")
+            plan.criteria[key] = f"{resource_type}/{found[0].id}"
+            return plan.criteria[key]
+    id = new_id()
+    entry.resource["id"] = id
+    headers = {k: v for k, v in entry.headers.items() if k != "if-none-exist"}
+    headers["if-none-match"] = "*"
+    request = entry.request(outer)
+    request.method, request.path, request.query = "PUT", f"{resource_type}/{id}", []
+    request.headers = {**request.headers, **headers}
+    plan.requests[entry.index] = request
+    if if_none_exist:
+        plan.criteria[criteria_key(resource_type, parse_conditional(if_none_exist))] = (
+            f"{resource_type}/{id}")
+    return f"{resource_type}/{id}"
+
+
+async def _settle_conditional_put(call: Call, entry: Entry, plan: _Plan) -> str | None:
+    """Predict a conditional update's target (its criteria stay locked until commit)."""
+    call.resource_type = entry.resource_type
+    await lock_criteria(call, entry.query)
+    found = await match(call, entry.query)
+    if len(found) > 1:
+        return None  # the update itself answers 412
+    # No match creates: give the new resource its id now so references can point at it.
+    target = found[0].id if found else entry.resource.setdefault("id", new_id())
+    identity = f"{entry.resource_type}/{target}"
+    plan.criteria[criteria_key(entry.resource_type, entry.query)] = identity
+    return identity
+
+
+def _claim(plan: _Plan, entry: Entry, target: str) -> None:
+    """Two entries may not change the same resource (http.html#trules)."""
+    other = plan.targets.get(target)
+    if other is not None and other != entry.index:
+        raise error(400, "invalid", f"{target} is also changed by Bundle.entry[{other}]: "
+                    "a transaction may change each resource once")
+    plan.targets[target] = entry.index
+
+
+async def _settle_identities(call: Call, outer: FhirRequest, entries: list[Entry]) -> _Plan:
+    plan = _Plan()
+    # Conditional creates lock their criteria in one global order so two transactions never
+    # wait on each other's locks.
+    def lock_order(entry: Entry) -> tuple[int, str, int]:
+        criteria = entry.headers.get("if-none-exist")
+        if entry.method == "POST" and criteria:
+            return 0, criteria_key(entry.resource_type, parse_conditional(criteria)), entry.index
+        return 1, "", entry.index
+
+    for entry in sorted(entries, key=lock_order):
+        try:
+            target: str | None = None
+            if entry.method == "POST":
+                target = await _settle_post(call, outer, entry, plan)
+            elif entry.method == "PUT" and "/" not in entry.path:
+                target = await _settle_conditional_put(call, entry, plan)
+            elif entry.method in ("PUT", "PATCH", "DELETE") and "/" in entry.path:
+                target = "/".join(entry.path.split("/")[:2])
+            if target is None:
+                continue
+            if entry.index not in plan.same_as:
+                _claim(plan, entry, target)
+            if entry.full_url and entry.method in ("POST", "PUT"):
+                plan.identities[entry.full_url] = target
+        except FhirError as exc:
+            raise failed_entry(entry, exc) from None
+    return plan
+
+
+def response_bundle(bundle_type: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": instant(now())},
+        "type": bundle_type,
+    }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> FhirResponse:
+    entries = [parse_entry(index, item, request.base_url) for index, item in enumerate(raw)]
+    for entry in entries:
+        if entry.problem is not None:
+            raise failed_entry(entry, entry.problem)
+    async with router.repository.transaction() as tx:
+        call = Call(request, tx, router.settings)
+        plan = await _settle_identities(call, request, entries)
+        for entry in entries:
+            try:
+                await resolve_all_conditional(call, entry, plan.identities, plan.criteria)
+            except FhirError as exc:
+                raise failed_entry(entry, exc) from None
+        responses = dict(plan.answered)
+        for entry in sorted(entries, key=lambda e: e.order):
+            if entry.index in responses or entry.index in plan.same_as:
+                continue
+            entry_request = plan.requests.get(entry.index) or entry.request(request)
+            try:
+                responses[entry.index] = await router.dispatch(entry_request, tx)
+            except FhirError as exc:
+                raise failed_entry(entry, exc) from None
+        for index, first in plan.same_as.items():
+            # A repeated conditional create finds what the first one created.
+            done = responses[first]
+            responses[index] = FhirResponse(200, done.resource, done.body, dict(done.headers))
+    answers = [response_entry(responses[entry.index]) for entry in entries]
+    return FhirResponse(200, resource=response_bundle("transaction-response", answers))

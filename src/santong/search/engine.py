@@ -1,0 +1,318 @@
+"""Running a search: matches in a stable order, keyset pages, totals, `_include`/`_revinclude`.
+
+http://hl7.org/fhir/R4/search.html#sort, #count, #total, #include, #revinclude. Pages are cut
+by a keyset cursor over the sort keys and the resource's (type, id), never by OFFSET, so a
+`next` link costs the same on page 1,000 as on page 1 and stays valid while data changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from santong import definitions
+from santong.fhir.outcome import error
+from santong.search.parameters import get, parameters_for
+from santong.search.query import Compiled, Compiler, split_values
+from santong.storage.repository import StoredVersion
+
+_SORT_SOURCES = {
+    "string": ("search_string", "value", "text"),
+    "token": ("search_token", "value", "text"),
+    "reference": ("search_reference", "target_id", "text"),
+    "uri": ("search_uri", "value", "text"),
+    "date": ("search_date", None, "timestamptz"),
+    "number": ("search_number", "value", "numeric"),
+    "quantity": ("search_quantity", "value", "numeric"),
+}
+
+
+@dataclass
+class SearchSpec:
+    types: list[str]
+    params: list[tuple[str, str]]
+    strict: bool = False
+    base_url: str = ""
+    count: int = 20
+    cursor: str | None = None
+    sort: list[str] = field(default_factory=list)
+    total: str | None = None  # none | estimate | accurate
+    includes: list[tuple[str, bool]] = field(default_factory=list)  # (value, iterate)
+    revincludes: list[tuple[str, bool]] = field(default_factory=list)
+    compartment: tuple[str, str] | None = None  # (compartment type, id)
+    max_includes: int = 1000
+
+
+@dataclass
+class SearchResult:
+    matches: list[StoredVersion]
+    included: list[StoredVersion]
+    next_cursor: str | None
+    total: int | None
+    applied: list[tuple[str, str]]
+    ignored: list[str]
+    sql: str = ""
+    binds: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _SortKey:
+    sql: str
+    descending: bool
+    cast: str
+
+
+def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
+    keys: list[_SortKey] = []
+    for item in spec.sort:
+        for name in (n.strip() for n in item.split(",")):
+            if not name:
+                continue
+            descending = name.startswith("-")
+            code = name.lstrip("-")
+            if code == "_id":
+                keys.append(_SortKey("r.id", descending, "text"))
+                continue
+            if code == "_lastUpdated":
+                keys.append(_SortKey("r.last_updated", descending, "timestamptz"))
+                continue
+            params = [get(t, code) for t in spec.types]
+            param = next((p for p in params if p is not None), None)
+            if param is None or param.type not in _SORT_SOURCES:
+                raise error(400, "invalid", f"Cannot sort by {code!r}", expression="_sort")
+            table, column, cast = _SORT_SOURCES[param.type]
+            aggregate = "max" if descending else "min"
+            if column is None:  # dates: the start when ascending, the end when descending
+                column = "high" if descending else "low"
+            keys.append(_SortKey(
+                f"(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid"
+                f" AND s.code = {compiler.bind(code)})", descending, cast))
+    # Missing values sort last in either direction; (type, id) makes the order total.
+    expanded: list[_SortKey] = []
+    for key in keys:
+        expanded.append(_SortKey(f"({key.sql} IS NULL)", False, "boolean"))
+        expanded.append(key)
+    expanded += [_SortKey("r.resource_type", False, "text"), _SortKey("r.id", False, "text")]
+    return expanded
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _encode_cursor(values: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([_encode(v) for v in values])).decode()
+
+
+def _decode_cursor(cursor: str, width: int) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != width:
+        raise error(400, "invalid", "Malformed or outdated _cursor: start again from the first "
+                    "page", expression="_cursor")
+    return values
+
+
+def _keyset_condition(keys: list[_SortKey], cursor: list[Any], compiler: Compiler) -> str:
+    """Rows after the cursor in the sort order: (k1 > v1) OR (k1 = v1 AND k2 > v2) OR …"""
+    ors = []
+    for position, key in enumerate(keys):
+        equal = [f"{k.sql} IS NOT DISTINCT FROM CAST({compiler.bind(_raw(v, k))} AS {k.cast})"
+                 for k, v in zip(keys[:position], cursor[:position], strict=True)]
+        operator = "<" if key.descending else ">"
+        value = cursor[position]
+        if value is None:
+            continue  # nothing sorts after a missing value within its tie
+        equal.append(f"{key.sql} {operator} CAST({compiler.bind(_raw(value, key))}"
+                     f" AS {key.cast})")
+        ors.append("(" + " AND ".join(equal) + ")")
+    return "(" + " OR ".join(ors) + ")" if ors else "false"
+
+
+def _raw(value: Any, key: _SortKey) -> Any:
+    """A cursor value back in the Python type asyncpg expects for the key's SQL type."""
+    if value is None:
+        return None
+    if key.cast == "boolean":
+        return bool(value)
+    if key.cast == "timestamptz":
+        return datetime.fromisoformat(value)
+    if key.cast == "numeric":
+        return Decimal(value)
+    return str(value)
+
+
+def _compartment_condition(spec: SearchSpec, resource_type: str, compiler: Compiler) -> str:
+    assert spec.compartment is not None
+    compartment_type, compartment_id = spec.compartment
+    members = definitions.compartment(compartment_type)
+    codes = members.get(resource_type)
+    if codes is None:
+        raise error(400, "invalid", f"{resource_type} is not in the {compartment_type} "
+                    "compartment")
+    ors = []
+    real = [c for c in codes if c != "{def}"]
+    if real:
+        ors.append(
+            "EXISTS (SELECT 1 FROM search_reference cx WHERE cx.rid = r.rid"
+            f" AND cx.resource_type = r.resource_type AND cx.code = ANY({compiler.bind(real)})"
+            f" AND cx.target_type = {compiler.bind(compartment_type)}"
+            f" AND cx.target_id = {compiler.bind(compartment_id)})")
+    if resource_type == compartment_type:
+        ors.append(f"r.id = {compiler.bind(compartment_id)}")
+    return " OR ".join(ors) if ors else "false"
+
+
+def compile_where(spec: SearchSpec, compiler: Compiler) -> tuple[str, Compiled]:
+    """The WHERE clause over `resource r` for the spec's types, parameters and compartment."""
+    per_type = []
+    compiled = Compiled()
+    for position, resource_type in enumerate(spec.types):
+        compiled_type = compiler.compile(resource_type, spec.params, strict=spec.strict)
+        if position == 0:
+            compiled = compiled_type
+        conditions = [f"r.resource_type = {compiler.bind(resource_type)}", *compiled_type.where]
+        if spec.compartment is not None:
+            conditions.append(f"({_compartment_condition(spec, resource_type, compiler)})")
+        per_type.append(" AND ".join(f"({c})" for c in conditions))
+    where = " OR ".join(f"({c})" for c in per_type) if len(per_type) > 1 else per_type[0]
+    return f"({where}) AND NOT r.deleted", compiled
+
+
+async def search(connection: AsyncConnection, spec: SearchSpec) -> SearchResult:
+    compiler = Compiler(spec.base_url)
+    where, compiled = compile_where(spec, compiler)
+    keys = _sort_keys(spec, compiler)
+    total: int | None = None
+    if spec.total == "accurate":
+        count = text(f"SELECT count(*) FROM resource r WHERE {where}")
+        total = int((await connection.execute(count, compiler.binds)).scalar_one())
+    elif spec.total == "estimate":
+        plan = text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM resource r WHERE {where}")
+        explained = (await connection.execute(plan, compiler.binds)).scalar_one()
+        document = orjson.loads(explained) if isinstance(explained, str) else explained
+        total = int(document[0]["Plan"]["Plan Rows"])
+    page_where = where
+    if spec.cursor:
+        cursor = _decode_cursor(spec.cursor, len(keys))
+        page_where += " AND " + _keyset_condition(keys, cursor, compiler)
+    order = ", ".join(f"{k.sql} {'DESC' if k.descending else 'ASC'}" for k in keys)
+    columns = ", ".join(f"{k.sql} AS k{n}" for n, k in enumerate(keys))
+    sql = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content, r.rid,"
+           f" {columns} FROM resource r WHERE {page_where} ORDER BY {order}"
+           f" LIMIT {int(spec.count) + 1}")
+    rows = list(await connection.execute(text(sql), compiler.binds))
+    page, more = rows[:spec.count], len(rows) > spec.count
+    matches = [StoredVersion(r[0], r[1], r[2], r[3], False, r[4], rid=r[5]) for r in page]
+    next_cursor = _encode_cursor(list(page[-1][6:])) if more and page else None
+    included = await _includes(connection, spec, matches)
+    return SearchResult(matches, included, next_cursor, total, compiled.applied,
+                        compiled.ignored, sql, dict(compiler.binds))
+
+
+def _include_targets(value: str, key: str) -> tuple[str, str | None, str | None]:
+    parts = value.split(":")
+    if value == "*":
+        return "*", None, None
+    if len(parts) not in (2, 3) or not definitions.is_resource_type(parts[0]):
+        raise error(400, "invalid", f"{key} takes Type:parameter[:targetType], not {value!r}",
+                    expression=key)
+    if len(parts) == 3 and not definitions.is_resource_type(parts[2]):
+        raise error(400, "invalid", f"{key}: {parts[2]!r} is not a resource type",
+                    expression=key)
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def _reference_codes(source_type: str, code: str | None, key: str) -> list[str]:
+    if code in (None, "*"):
+        return [c for c, p in parameters_for(source_type).items() if p.type == "reference"]
+    param = get(source_type, code)
+    if param is None or param.type != "reference":
+        raise error(400, "invalid", f"{key}: {source_type} has no reference parameter {code!r}",
+                    expression=key)
+    return [code]
+
+
+_INCLUDE = text(
+    "SELECT DISTINCT t.resource_type, t.id, t.version_id, t.last_updated, t.content, t.rid"
+    " FROM search_reference x JOIN resource t ON t.resource_type = x.target_type"
+    " AND t.id = x.target_id AND NOT t.deleted"
+    " WHERE x.rid = ANY(:rids) AND x.resource_type = :source AND x.code = ANY(:codes)"
+    " AND (CAST(:target AS text) IS NULL OR x.target_type = :target) LIMIT :limit"
+)
+_REVINCLUDE = text(
+    "SELECT DISTINCT s.resource_type, s.id, s.version_id, s.last_updated, s.content, s.rid"
+    " FROM search_reference x JOIN resource s ON s.rid = x.rid AND NOT s.deleted"
+    " JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS p(type, id)"
+    " ON x.target_type = p.type AND x.target_id = p.id"
+    " WHERE x.resource_type = :source AND x.code = ANY(:codes)"
+    " AND (CAST(:target AS text) IS NULL OR x.target_type = :target) LIMIT :limit"
+)
+
+
+async def _includes(
+    connection: AsyncConnection, spec: SearchSpec, matches: list[StoredVersion]
+) -> list[StoredVersion]:
+    if not (spec.includes or spec.revincludes) or not matches:
+        return []
+    seen = {(m.resource_type, m.id) for m in matches}
+    included: list[StoredVersion] = []
+    frontier = matches
+    for depth in itertools.count():
+        found: list[StoredVersion] = []
+        for value, iterate in spec.includes:
+            if depth > 0 and not iterate:
+                continue
+            source, code, target = _include_targets(value, "_include")
+            sources = [m for m in frontier if source == "*" or m.resource_type == source]
+            for source_type in {m.resource_type for m in sources}:
+                codes = _reference_codes(source_type, code, "_include")
+                rows = await connection.execute(_INCLUDE, {
+                    "rids": [m.rid for m in sources if m.resource_type == source_type],
+                    "source": source_type, "codes": codes, "target": target,
+                    "limit": spec.max_includes})
+                found += [StoredVersion(r[0], r[1], r[2], r[3], False, r[4], rid=r[5])
+                          for r in rows]
+        for value, iterate in spec.revincludes:
+            if depth > 0 and not iterate:
+                continue
+            source, code, target = _include_targets(value, "_revinclude")
+            if source == "*":
+                raise error(400, "not-supported", "_revinclude=* is not supported",
+                            expression="_revinclude")
+            rows = await connection.execute(_REVINCLUDE, {
+                "types": [m.resource_type for m in frontier], "ids": [m.id for m in frontier],
+                "source": source, "codes": _reference_codes(source, code, "_revinclude"),
+                "target": target, "limit": spec.max_includes})
+            found += [StoredVersion(r[0], r[1], r[2], r[3], False, r[4], rid=r[5]) for r in rows]
+        fresh = []
+        for version in found:
+            if (version.resource_type, version.id) not in seen:
+                seen.add((version.resource_type, version.id))
+                fresh.append(version)
+        included += fresh
+        if len(included) >= spec.max_includes:
+            return included[:spec.max_includes]
+        if not fresh or not any(i for _, i in (*spec.includes, *spec.revincludes)):
+            return included
+        frontier = fresh
+    return included
+
+
+def parse_list(values: list[str]) -> list[str]:
+    return [v for value in values for v in split_values(value) if v]

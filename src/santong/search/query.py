@@ -1,0 +1,460 @@
+"""Compiling FHIR search parameters into SQL conditions over a `resource` row.
+
+http://hl7.org/fhir/R4/search.html. Each parameter becomes an `EXISTS` over its type's index
+table (see `santong.search.index`), correlated on the resource's `rid`; comma-separated values
+are ORed inside one `EXISTS`, repeated parameters ANDed. Chains and `_has` recurse into the
+referenced or referring resources with the same compiler, so they nest to any depth.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import InvalidOperation
+from typing import Any
+
+from santong import definitions
+from santong.fhir.datetimes import parse_range
+from santong.fhir.outcome import FhirError, error
+from santong.search import values
+from santong.search.parameters import SearchParameter, get
+
+# Parameters that shape the result rather than select resources.
+RESULT_PARAMETERS = frozenset({
+    "_count", "_summary", "_elements", "_format", "_pretty", "_cursor", "_total", "_sort",
+    "_include", "_revinclude", "_include:iterate", "_revinclude:iterate", "_contained",
+    "_containedType", "_explain",
+})
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_TABLE = {
+    "string": "search_string", "token": "search_token", "reference": "search_reference",
+    "date": "search_date", "number": "search_number", "quantity": "search_quantity",
+    "uri": "search_uri",
+}
+
+
+class UnknownParameter(Exception):
+    """A parameter this server does not know (ignored or rejected per Prefer: handling)."""
+
+
+@dataclass
+class Compiled:
+    """SQL conditions over the row alias `r`, their binds, and what was applied or ignored."""
+
+    where: list[str] = field(default_factory=list)
+    binds: dict[str, Any] = field(default_factory=dict)
+    applied: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def conditions(self) -> list[tuple[str, dict[str, Any]]]:
+        """The shape `Transaction.search_current` takes."""
+        if not self.where:
+            return []
+        return [(" AND ".join(f"({w})" for w in self.where), self.binds)]
+
+
+def split_values(value: str) -> list[str]:
+    """Comma-separated alternatives; `\\,` is a literal comma (search.html#escaping)."""
+    result, current, chars = [], [], iter(value)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, "\\"))
+        elif char == ",":
+            result.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    result.append("".join(current))
+    return result
+
+
+def split_token(value: str) -> tuple[str | None, str | None]:
+    """`system|code` → (system, code); `code` → (None, code); `|code` → ("", code)."""
+    escaped = value.replace("\\|", "\x00")
+    if "|" not in escaped:
+        return None, value.replace("\\|", "|")
+    system, _, code = escaped.partition("|")
+    return system.replace("\x00", "|"), code.replace("\x00", "|")
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _split_prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+class Compiler:
+    """Builds SQL for one search; bind names are unique across nested sub-queries."""
+
+    def __init__(self, base_url: str = "") -> None:
+        self.base_url = base_url.rstrip("/")
+        self._names = itertools.count()
+        self.binds: dict[str, Any] = {}
+        self._aliases = itertools.count(1)
+
+    def bind(self, value: Any) -> str:
+        name = f"b{next(self._names)}"
+        self.binds[name] = value
+        return f":{name}"
+
+    def alias(self, prefix: str) -> str:
+        return f"{prefix}{next(self._aliases)}"
+
+    # -- the entry point -------------------------------------------------------------------
+
+    def compile(
+        self, resource_type: str, params: list[tuple[str, str]], *, strict: bool, alias: str = "r"
+    ) -> Compiled:
+        compiled = Compiled(binds=self.binds)
+        for key, value in params:
+            if key in RESULT_PARAMETERS or key.split(":")[0] in RESULT_PARAMETERS:
+                continue
+            try:
+                compiled.where.append(self.parameter(resource_type, alias, key, value))
+                compiled.applied.append((key, value))
+            except UnknownParameter as exc:
+                if strict:
+                    raise error(400, "not-supported", str(exc), expression=key) from None
+                compiled.ignored.append(key)
+        return compiled
+
+    def parameter(self, resource_type: str, alias: str, key: str, value: str) -> str:
+        """The SQL condition for one `key=value` pair on resources of `resource_type`."""
+        if key.startswith("_has:"):
+            return self._has(resource_type, alias, key, value)
+        name, _, modifier = key.partition(":")
+        if "." in name or "." in modifier:
+            return self._chain(resource_type, alias, key, value)
+        if name == "_id":
+            return self._id(alias, key, modifier, value)
+        if name == "_lastUpdated":
+            return self._last_updated(alias, key, modifier, value)
+        if name in ("_text", "_content"):
+            return self._full_text(alias, name, key, modifier, value)
+        if name == "_list":
+            return self._list(alias, key, value)
+        param = get(resource_type, name)
+        if param is None:
+            raise UnknownParameter(
+                f"Unknown search parameter {name!r} for {resource_type}")
+        if modifier == "missing":
+            return self._missing(param, alias, key, value)
+        if param.type not in _TABLE:
+            raise UnknownParameter(
+                f"Search parameter {name!r} ({param.type}) is not supported yet")
+        alternatives = split_values(value)
+        if not all(alternatives):
+            raise error(400, "invalid", f"Search parameter {key!r} has an empty value",
+                        expression=key)
+        method = getattr(self, f"_{param.type}")
+        return method(param, alias, key, modifier, alternatives)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _exists(self, table: str, alias: str, code: str, condition: str,
+                negate: bool = False) -> str:
+        x = self.alias("x")
+        sql = (f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {alias}.rid"
+               f" AND {x}.resource_type = {alias}.resource_type"
+               f" AND {x}.code = {self.bind(code)} AND ({condition.format(x=x)}))")
+        return f"NOT {sql}" if negate else sql
+
+    def _missing(self, param: SearchParameter, alias: str, key: str, value: str) -> str:
+        if value not in ("true", "false"):
+            raise error(400, "invalid", f"{key} takes true or false, not {value!r}",
+                        expression=key)
+        table = _TABLE.get(param.type)
+        if table is None:
+            raise UnknownParameter(f"{key} is not supported for {param.type} parameters")
+        return self._exists(table, alias, param.code, "true", negate=value == "true")
+
+    def _modifier_error(self, key: str, modifier: str, param: SearchParameter) -> FhirError:
+        return error(400, "not-supported",
+                     f"Modifier :{modifier} is not supported on {param.type} parameter "
+                     f"{param.code!r}", expression=key)
+
+    # -- parameter types -------------------------------------------------------------------
+
+    def _string(self, param: SearchParameter, alias: str, key: str, modifier: str,
+                alternatives: list[str]) -> str:
+        ors = []
+        for text in alternatives:
+            if modifier == "exact":
+                ors.append(f"{{x}}.exact = {self.bind(text)}")
+            elif modifier == "contains":
+                pattern = "%" + _like_prefix(values.normalise(text)) + "%"
+                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
+            elif modifier in ("", "text"):
+                pattern = _like_prefix(values.normalise(text)) + "%"
+                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
+            else:
+                raise self._modifier_error(key, modifier, param)
+        return self._exists("search_string", alias, param.code, " OR ".join(ors))
+
+    def _token(self, param: SearchParameter, alias: str, key: str, modifier: str,
+               alternatives: list[str]) -> str:
+        ors = []
+        for text in alternatives:
+            if modifier == "text":
+                pattern = _like_prefix(values.normalise(text)) + "%"
+                ors.append(f"{{x}}.text LIKE {self.bind(pattern)}")
+                continue
+            if modifier == "of-type":
+                parts = text.replace("\\|", "\x00").split("|")
+                if len(parts) != 3 or not all(parts):
+                    raise error(400, "invalid", f"{key} takes system|code|value, not {text!r}",
+                                expression=key)
+                type_system, type_code, identifier = (p.replace("\x00", "|") for p in parts)
+                ors.append(f"{{x}}.type_system = {self.bind(type_system)} AND "
+                           f"{{x}}.type_code = {self.bind(type_code)} AND "
+                           f"{{x}}.value = {self.bind(identifier)}")
+                continue
+            if modifier not in ("", "not"):
+                raise self._modifier_error(key, modifier, param)
+            ors.append(self._token_match(text))
+        return self._exists("search_token", alias, param.code, " OR ".join(ors),
+                            negate=modifier == "not")
+
+    def _token_match(self, text: str) -> str:
+        system, code = split_token(text)
+        if system is None:
+            return f"{{x}}.value = {self.bind(code)}"
+        if system == "":
+            return f"{{x}}.value = {self.bind(code)} AND {{x}}.system IS NULL"
+        if code == "":
+            return f"{{x}}.system = {self.bind(system)}"
+        return f"{{x}}.value = {self.bind(code)} AND {{x}}.system = {self.bind(system)}"
+
+    def _reference(self, param: SearchParameter, alias: str, key: str, modifier: str,
+                   alternatives: list[str]) -> str:
+        ors = []
+        for text in alternatives:
+            if modifier == "identifier":
+                system, code = split_token(text)
+                if system is None:
+                    ors.append(f"{{x}}.identifier_value = {self.bind(code)}")
+                elif code == "":
+                    ors.append(f"{{x}}.identifier_system = {self.bind(system)}")
+                else:
+                    ors.append(f"{{x}}.identifier_value = {self.bind(code)} AND "
+                               f"{{x}}.identifier_system = {self.bind(system)}")
+                continue
+            if modifier and not definitions.is_resource_type(modifier):
+                raise self._modifier_error(key, modifier, param)
+            ors.append(self._reference_match(text, modifier or None, key))
+        return self._exists("search_reference", alias, param.code, " OR ".join(ors))
+
+    def _reference_match(self, text: str, target_type: str | None, key: str) -> str:
+        if self.base_url and text.startswith(self.base_url + "/"):
+            text = text[len(self.base_url) + 1:]
+        if "/" not in text and ":" not in text:  # a bare id
+            parsed_type, parsed_id = None, text
+        else:
+            parsed_type, parsed_id, url = values.parse_reference(text)
+            if url is not None or parsed_id is None:
+                return f"{{x}}.url = {self.bind(url or text)}"
+        if parsed_type is not None and target_type is not None and parsed_type != target_type:
+            return "false"
+        condition = f"{{x}}.target_id = {self.bind(parsed_id)}"
+        if parsed_type or target_type:
+            condition += f" AND {{x}}.target_type = {self.bind(parsed_type or target_type)}"
+        return condition
+
+    def _uri(self, param: SearchParameter, alias: str, key: str, modifier: str,
+             alternatives: list[str]) -> str:
+        ors = []
+        for text in alternatives:
+            if modifier == "":
+                ors.append(f"{{x}}.value = {self.bind(text)}")
+            elif modifier == "below":
+                ors.append(f"{{x}}.value LIKE {self.bind(_like_prefix(text) + '%')}")
+            elif modifier == "above":
+                ors.append(f"{self.bind(text)} LIKE replace(replace({{x}}.value, '%', '\\%'),"
+                           f" '_', '\\_') || '%'")
+            else:
+                raise self._modifier_error(key, modifier, param)
+        return self._exists("search_uri", alias, param.code, " OR ".join(ors))
+
+    def _date(self, param: SearchParameter, alias: str, key: str, modifier: str,
+              alternatives: list[str]) -> str:
+        if modifier:
+            raise self._modifier_error(key, modifier, param)
+        ors = [self._range_condition(key, text, "{x}.low", "{x}.high") for text in alternatives]
+        return self._exists("search_date", alias, param.code, " OR ".join(ors))
+
+    def _range_condition(self, key: str, text: str, low: str, high: str) -> str:
+        """A target range [low, high) against a date search value with a prefix."""
+        prefix, date = _split_prefix(text)
+        try:
+            start, end = parse_range(date)
+        except (ValueError, OverflowError):
+            raise error(400, "invalid", f"{key}: {date!r} is not a valid date/dateTime",
+                        expression=key) from None
+        if prefix == "ap":  # approximately: the range widened by 10% of its distance from now
+            slack = max(abs(datetime.now(start.tzinfo) - start) / 10, timedelta(days=1))
+            start, end = start - slack, end + slack
+            prefix = "ap"
+        s, e = self.bind(start), self.bind(end)
+        contained = f"{low} >= {s} AND {high} <= {e}"
+        return {
+            "eq": contained,
+            "ne": f"NOT ({contained})",
+            "gt": f"{high} > {e}",
+            "lt": f"{low} < {s}",
+            "ge": f"({high} > {e} OR ({contained}))",
+            "le": f"({low} < {s} OR ({contained}))",
+            "sa": f"{low} >= {e}",
+            "eb": f"{high} <= {s}",
+            "ap": f"{low} < {e} AND {high} > {s}",
+        }[prefix]
+
+    def _number_condition(self, key: str, text: str, column: str) -> str:
+        prefix, number = _split_prefix(text)
+        try:
+            value, low, high = values.precision_range(number)
+        except (InvalidOperation, ValueError):
+            raise error(400, "invalid", f"{key}: {number!r} is not a number",
+                        expression=key) from None
+        if not value.is_finite():
+            raise error(400, "invalid", f"{key}: {number!r} is not a number", expression=key)
+        v = self.bind(value)
+        if prefix == "eq":
+            return f"{column} >= {self.bind(low)} AND {column} < {self.bind(high)}"
+        if prefix == "ne":
+            return f"NOT ({column} >= {self.bind(low)} AND {column} < {self.bind(high)})"
+        if prefix == "ap":
+            slack = abs(value) / 10
+            return f"{column} BETWEEN {self.bind(value - slack)} AND {self.bind(value + slack)}"
+        operator = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
+        return f"{column} {operator} {v}"
+
+    def _number(self, param: SearchParameter, alias: str, key: str, modifier: str,
+                alternatives: list[str]) -> str:
+        if modifier:
+            raise self._modifier_error(key, modifier, param)
+        ors = [self._number_condition(key, text, "{x}.value") for text in alternatives]
+        return self._exists("search_number", alias, param.code, " OR ".join(ors))
+
+    def _quantity(self, param: SearchParameter, alias: str, key: str, modifier: str,
+                  alternatives: list[str]) -> str:
+        if modifier:
+            raise self._modifier_error(key, modifier, param)
+        ors = []
+        for text in alternatives:
+            parts = text.replace("\\|", "\x00").split("|")
+            if len(parts) not in (1, 3):
+                raise error(400, "invalid", f"{key} takes [prefix]number|system|code, not "
+                            f"{text!r}", expression=key)
+            condition = self._number_condition(key, parts[0], "{x}.value")
+            if len(parts) == 3:
+                system, unit = (p.replace("\x00", "|") for p in parts[1:])
+                if system:
+                    condition += f" AND {{x}}.system = {self.bind(system)}"
+                if unit:
+                    condition += f" AND {{x}}.unit = {self.bind(unit)}"
+            ors.append(condition)
+        return self._exists("search_quantity", alias, param.code, " OR ".join(ors))
+
+    # -- common and special parameters -----------------------------------------------------
+
+    def _id(self, alias: str, key: str, modifier: str, value: str) -> str:
+        ids = [v for v in split_values(value) if v]
+        if modifier or not ids:
+            raise error(400, "invalid", f"{key}: expected one or more ids", expression=key)
+        return f"{alias}.id = ANY({self.bind(ids)})"
+
+    def _last_updated(self, alias: str, key: str, modifier: str, value: str) -> str:
+        if modifier:
+            raise error(400, "not-supported", f"{key}: modifiers are not supported",
+                        expression=key)
+        # lastUpdated is an instant: the range of its millisecond.
+        column = f"{alias}.last_updated"
+        ors = [self._range_condition(key, text, column, f"({column} + interval '1 millisecond')")
+               for text in split_values(value)]
+        return " OR ".join(f"({o})" for o in ors)
+
+    def _full_text(self, alias: str, name: str, key: str, modifier: str, value: str) -> str:
+        if modifier:
+            raise error(400, "not-supported", f"{key}: modifiers are not supported",
+                        expression=key)
+        ors = [f"{{x}}.document @@ phraseto_tsquery('simple', "
+               f"{self.bind(values.text_document(v))})" for v in split_values(value) if v]
+        if not ors:
+            raise error(400, "invalid", f"{key} has an empty value", expression=key)
+        return self._exists("search_text", alias, name, " OR ".join(ors))
+
+    def _list(self, alias: str, key: str, value: str) -> str:
+        x, lst = self.alias("x"), self.alias("l")
+        ids = [v for v in split_values(value) if v]
+        return (f"EXISTS (SELECT 1 FROM resource {lst} JOIN search_reference {x}"
+                f" ON {x}.rid = {lst}.rid AND {x}.code = 'item'"
+                f" WHERE {lst}.resource_type = 'List' AND {lst}.id = ANY({self.bind(ids)})"
+                f" AND NOT {lst}.deleted AND {x}.target_type = {alias}.resource_type"
+                f" AND {x}.target_id = {alias}.id)")
+
+    def _chain(self, resource_type: str, alias: str, key: str, value: str) -> str:
+        """`subject:Patient.name=x`: resources whose reference points at a matching resource."""
+        head, _, rest = key.partition(".")
+        name, _, target = head.partition(":")
+        param = get(resource_type, name)
+        if param is None:
+            raise UnknownParameter(f"Unknown search parameter {name!r} for {resource_type}")
+        if param.type != "reference":
+            raise error(400, "invalid", f"{key}: only reference parameters can be chained "
+                        f"({name!r} is a {param.type})", expression=key)
+        targets = [target] if target else list(param.targets)
+        if target and not definitions.is_resource_type(target):
+            raise error(400, "invalid", f"{key}: {target!r} is not a resource type",
+                        expression=key)
+        alternatives = []
+        x = self.alias("x")
+        for target_type in targets:
+            r2 = self.alias("c")
+            try:
+                inner = self.parameter(target_type, r2, rest, value)
+            except UnknownParameter:
+                continue
+            alternatives.append(
+                f"({x}.target_type = {self.bind(target_type)} AND EXISTS (SELECT 1 FROM resource"
+                f" {r2} WHERE {r2}.resource_type = {x}.target_type AND {r2}.id = {x}.target_id"
+                f" AND NOT {r2}.deleted AND {inner}))"
+            )
+        if not alternatives:
+            raise UnknownParameter(f"{key}: no target of {name!r} has a parameter {rest!r}")
+        return (f"EXISTS (SELECT 1 FROM search_reference {x} WHERE {x}.rid = {alias}.rid"
+                f" AND {x}.resource_type = {alias}.resource_type"
+                f" AND {x}.code = {self.bind(name)} AND ({' OR '.join(alternatives)}))")
+
+    def _has(self, resource_type: str, alias: str, key: str, value: str) -> str:
+        """`_has:Observation:patient:code=x`: resources that matching Observations refer to."""
+        parts = key.split(":", 3)
+        if len(parts) != 4 or not all(parts[1:]):
+            raise error(400, "invalid", f"{key}: expected _has:Type:reference:parameter",
+                        expression=key)
+        _, source_type, reference, rest = parts
+        if not definitions.is_resource_type(source_type):
+            raise error(400, "invalid", f"{key}: {source_type!r} is not a resource type",
+                        expression=key)
+        param = get(source_type, reference)
+        if param is None or param.type != "reference":
+            raise UnknownParameter(f"{key}: {source_type} has no reference parameter "
+                                   f"{reference!r}")
+        x, r2 = self.alias("x"), self.alias("h")
+        inner = self.parameter(source_type, r2, rest, value)
+        return (f"EXISTS (SELECT 1 FROM search_reference {x} JOIN resource {r2}"
+                f" ON {r2}.rid = {x}.rid WHERE {x}.resource_type = {self.bind(source_type)}"
+                f" AND {x}.code = {self.bind(reference)}"
+                f" AND {x}.target_type = {alias}.resource_type AND {x}.target_id = {alias}.id"
+                f" AND NOT {r2}.deleted AND {inner})")
+
+
+def compile_search(
+    resource_type: str, params: list[tuple[str, str]], *, strict: bool, base_url: str = ""
+) -> Compiled:
+    return Compiler(base_url).compile(resource_type, params, strict=strict)

@@ -1,0 +1,232 @@
+"""Turning the values a SearchParameter selects into index rows, by parameter type.
+
+http://hl7.org/fhir/R4/search.html#string, #token, #reference, #date, #number, #quantity, #uri.
+The same normalisation serves indexing and querying, so both sides agree by construction.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from santong.fhir.datetimes import parse_range
+from santong.fhir.jsonio import PreciseDecimal
+
+_NOT_WORD = re.compile(r"\s+")
+# CJK ideographs, kana and hangul: scripts written without spaces between words.
+_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff])")
+_REFERENCE = re.compile(
+    r"^(?:(?P<base>.*)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
+
+
+def normalise(text: str) -> str:
+    """Case- and accent-insensitive form (search.html#string): NFKD, marks dropped, casefolded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _NOT_WORD.sub(" ", stripped.casefold()).strip()
+
+
+def text_document(text: str) -> str:
+    """Text for PostgreSQL full-text search, with each CJK character a word of its own."""
+    return _CJK.sub(r" \1 ", normalise(text))
+
+
+def string_values(node_type: str, value: Any) -> Iterator[str]:
+    """The strings a string parameter matches in a value of `node_type`."""
+    if isinstance(value, str):
+        yield value
+    elif node_type == "HumanName" and isinstance(value, dict):
+        family = value.get("family")
+        given = [g for g in value.get("given", []) if isinstance(g, str)]
+        for part in (family, *given, *value.get("prefix", []), *value.get("suffix", []),
+                     value.get("text")):
+            if isinstance(part, str):
+                yield part
+        # Chinese names are written family name first with no space: 张 + 三 → 张三.
+        if isinstance(family, str) and given and _CJK.search(family):
+            yield family + "".join(given)
+    elif node_type == "Address" and isinstance(value, dict):
+        for key in ("line", "city", "district", "state", "postalCode", "country", "text"):
+            part = value.get(key)
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, str):
+                    yield item
+    elif isinstance(value, dict):
+        yield from string_leaves(value)
+
+
+def string_leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key not in ("resourceType", "id", "url", "system", "reference", "div"):
+                yield from string_leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from string_leaves(item)
+
+
+Token = tuple[str | None, str | None, str | None, str | None, str | None]
+
+
+def token_values(node_type: str, value: Any) -> Iterator[Token]:
+    """(system, code, text, type_system, type_code) rows for a token parameter."""
+    if isinstance(value, bool):
+        yield None, "true" if value else "false", None, None, None
+    elif isinstance(value, str):
+        yield None, value, None, None, None
+    elif not isinstance(value, dict):
+        return
+    elif node_type == "Coding" or ("code" in value and "coding" not in value
+                                   and node_type not in ("Identifier", "ContactPoint")):
+        display = value.get("display")
+        yield value.get("system"), value.get("code"), _norm(display), None, None
+    elif node_type == "CodeableConcept" or "coding" in value:
+        text = _norm(value.get("text"))
+        codings = [c for c in value.get("coding", []) if isinstance(c, dict)]
+        for coding in codings:
+            yield coding.get("system"), coding.get("code"), _norm(coding.get("display")), None, None
+        if text:
+            yield None, None, text, None, None
+    elif node_type == "Identifier":
+        type_ = value.get("type") or {}
+        text = _norm(type_.get("text"))
+        codings = [c for c in type_.get("coding", []) if isinstance(c, dict)] or [{}]
+        for coding in codings:
+            yield (value.get("system"), value.get("value"), text or _norm(coding.get("display")),
+                   coding.get("system"), coding.get("code"))
+    elif node_type == "ContactPoint":
+        yield None, value.get("value"), None, None, None
+    elif "value" in value:
+        yield value.get("system"), str(value.get("value")), None, None, None
+
+
+def _norm(text: Any) -> str | None:
+    return normalise(text) if isinstance(text, str) else None
+
+
+Reference = tuple[str | None, str | None, str | None, str | None, str | None]
+
+
+def parse_reference(reference: str) -> tuple[str | None, str | None, str | None]:
+    """(type, id, absolute url) of a reference string; contained (#x) references give Nones."""
+    if reference.startswith("#"):
+        return None, None, None
+    match = _REFERENCE.match(reference)
+    if match is None:
+        return None, None, reference
+    url = reference.split("/_history/")[0] if match.group("base") else None
+    return match.group("type"), match.group("id"), url
+
+
+def reference_values(node_type: str, value: Any) -> Iterator[Reference]:
+    """(target_type, target_id, url, identifier_system, identifier_value) rows."""
+    if isinstance(value, str):  # canonical or uri
+        target_type, target_id, url = parse_reference(value.split("|")[0])
+        yield target_type, target_id, url or (value.split("|")[0] if not target_id else None), \
+            None, None
+        return
+    if not isinstance(value, dict):
+        return
+    identifier = value.get("identifier") or {}
+    reference = value.get("reference")
+    target_type = target_id = url = None
+    if isinstance(reference, str):
+        target_type, target_id, url = parse_reference(reference)
+    if target_type is None and isinstance(value.get("type"), str) and target_id:
+        target_type = value["type"]
+    if target_id or url or identifier:
+        yield (target_type, target_id, url, identifier.get("system"), identifier.get("value"))
+
+
+def date_values(node_type: str, value: Any) -> Iterator[tuple[datetime, datetime]]:
+    """[low, high) ranges of a date parameter's value (date, dateTime, instant, Period, Timing)."""
+    if isinstance(value, str):
+        yield from _range(value)
+    elif isinstance(value, dict):
+        if node_type == "Period" or "start" in value or "end" in value:
+            start = next(_range(value.get("start")), None)
+            end = next(_range(value.get("end")), None)
+            yield (start[0] if start else DATE_MIN), (end[1] if end else DATE_MAX)
+        elif node_type == "Timing" or "event" in value or "repeat" in value:
+            for event in value.get("event", []):
+                yield from _range(event)
+            bounds = (value.get("repeat") or {}).get("boundsPeriod")
+            if isinstance(bounds, dict):
+                yield from date_values("Period", bounds)
+
+
+def _range(value: Any) -> Iterator[tuple[datetime, datetime]]:
+    if isinstance(value, str):
+        try:
+            yield parse_range(value)
+        except (ValueError, OverflowError):
+            return
+
+
+# Open ends of periods: finite stand-ins that every real date sorts between.
+DATE_MIN = datetime(1, 1, 2, tzinfo=UTC)
+DATE_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def decimal_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, PreciseDecimal):
+        return value.text
+    if isinstance(value, int | float):
+        return repr(value)
+    return None
+
+
+def precision_range(text: str) -> tuple[Decimal, Decimal, Decimal]:
+    """A decimal and the range its written precision implies: 100 → [99.5, 100.5)."""
+    value = Decimal(text)
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    half = Decimal(5).scaleb(exponent - 1)
+    return value, value - half, value + half
+
+
+def number_values(node_type: str, value: Any) -> Iterator[tuple[Decimal, Decimal, Decimal]]:
+    text = decimal_text(value)
+    if text is not None:
+        try:
+            yield precision_range(text)
+        except (InvalidOperation, ValueError):
+            return
+
+
+QuantityRow = tuple[str | None, str | None, Decimal, Decimal, Decimal]
+
+
+def quantity_values(node_type: str, value: Any) -> Iterator[QuantityRow]:
+    """(system, unit, value, low, high) of a Quantity (also Age, Duration, Money, …)."""
+    if not isinstance(value, dict):
+        return
+    text = decimal_text(value.get("value"))
+    if text is None:
+        return
+    try:
+        number, low, high = precision_range(text)
+    except (InvalidOperation, ValueError):
+        return
+    if node_type == "Money" or "currency" in value:
+        yield "urn:iso:std:iso:4217", value.get("currency"), number, low, high
+        return
+    unit = value.get("code") or value.get("unit")
+    yield value.get("system"), unit, number, low, high
+    if value.get("code") and value.get("unit") and value["unit"] != value["code"]:
+        yield value.get("system"), value["unit"], number, low, high
+
+
+def uri_values(node_type: str, value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value

@@ -1,0 +1,292 @@
+"""FHIR search, table-driven from the spec text (http://hl7.org/fhir/R4/search.html).
+
+Each test tags its resources with a tag of its own and adds `_tag` to every search, so tests
+never see each other's data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from tests.helpers import unique
+
+TAG = "urn:santong:test"
+
+
+async def put_all(client: httpx.AsyncClient, tag: str, resources: list[dict[str, Any]]) -> None:
+    for resource in resources:
+        resource.setdefault("meta", {})["tag"] = [{"system": TAG, "code": tag}]
+        response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
+        assert response.status_code in (200, 201), response.text
+
+
+async def ids(client: httpx.AsyncClient, tag: str, resource_type: str,
+              params: dict[str, Any] | list[tuple[str, str]]) -> set[str]:
+    query = list(params.items()) if isinstance(params, dict) else list(params)
+    response = await client.get(resource_type, params=[*query, ("_tag", f"{TAG}|{tag}")])
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    return {e["resource"]["id"] for e in bundle.get("entry", [])
+            if e["search"]["mode"] == "match"}
+
+
+@pytest.fixture(scope="module")
+async def people(client: httpx.AsyncClient) -> str:
+    tag = unique("people")
+    await put_all(client, tag, [
+        {"resourceType": "Patient", "id": f"{tag}-zs", "gender": "male",
+         "birthDate": "1970-03-15", "name": [{"family": "张", "given": ["三"]}],
+         "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "110101197003150011",
+                         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                              "code": "NI"}]}}],
+         "address": [{"city": "北京", "district": "东城区"}],
+         "telecom": [{"system": "phone", "value": "13800000000"}],
+         "text": {"status": "generated", "div": "<div>张三 高血压随访</div>"}},
+        {"resourceType": "Patient", "id": f"{tag}-mu", "gender": "female",
+         "birthDate": "1985-11", "name": [{"family": "Müller", "given": ["Anna"]}],
+         "identifier": [{"value": "no-system-1"}]},
+        {"resourceType": "Patient", "id": f"{tag}-ls", "gender": "male",
+         "birthDate": "2001", "name": [{"family": "李", "given": ["四"], "text": "李四"}],
+         "active": True},
+    ])
+    return tag
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"name": "张"}, {"zs"}),
+    ({"name": "张三"}, {"zs"}),
+    ({"name": "三"}, {"zs"}),
+    ({"family": "muller"}, {"mu"}),
+    ({"family": "MÜLL"}, {"mu"}),
+    ({"family:exact": "Müller"}, {"mu"}),
+    ({"family:exact": "muller"}, set()),
+    ({"name:contains": "ll"}, {"mu"}),
+    ({"name": "张,李"}, {"zs", "ls"}),
+    ({"address-city": "北"}, {"zs"}),
+    ({"gender": "male"}, {"zs", "ls"}),
+    ({"gender": "http://hl7.org/fhir/administrative-gender|female"}, set()),
+    ({"gender:not": "male"}, {"mu"}),
+    ({"active": "true"}, {"ls"}),
+    ({"active:missing": "true"}, {"zs", "mu"}),
+    ({"identifier": "urn:oid:2.16.156.10011.1.3|110101197003150011"}, {"zs"}),
+    ({"identifier": "|no-system-1"}, {"mu"}),
+    ({"identifier": "urn:oid:2.16.156.10011.1.3|"}, {"zs"}),
+    ({"identifier:of-type": "http://terminology.hl7.org/CodeSystem/v2-0203|NI|110101197003150011"},
+     {"zs"}),
+    ({"phone": "13800000000"}, {"zs"}),
+    ({"birthdate": "1970"}, {"zs"}),
+    ({"birthdate": "1970-03"}, {"zs"}),
+    ({"birthdate": "1970-03-15"}, {"zs"}),
+    ({"birthdate": "1970-03-16"}, set()),
+    ({"birthdate": "1985"}, {"mu"}),
+    # A search value more precise than the target's does not contain it: eq fails.
+    ({"birthdate": "1985-11-05"}, set()),
+    ({"birthdate": "ge1985-11"}, {"mu", "ls"}),
+    ({"birthdate": "gt1985-11"}, {"ls"}),
+    ({"birthdate": "lt1985"}, {"zs"}),
+    ({"birthdate": "le1985-11-30"}, {"zs", "mu"}),
+    ({"birthdate": "sa1984"}, {"mu", "ls"}),
+    ({"birthdate": "eb1985"}, {"zs"}),
+    ({"birthdate": "ne1970"}, {"mu", "ls"}),
+    ({"birthdate": "ap1970-03-15"}, {"zs"}),
+    ({"_text": "随访"}, {"zs"}),
+    ({"_content": "东城区"}, {"zs"}),
+    ({"_content": "anna"}, {"mu"}),
+])
+async def test_patient_parameters(client: httpx.AsyncClient, people: str,
+                                  params: dict[str, str], expected: set[str]) -> None:
+    assert await ids(client, people, "Patient", params) == {f"{people}-{e}" for e in expected}
+
+
+async def test_repeated_parameters_are_anded(client: httpx.AsyncClient, people: str) -> None:
+    both = [("gender", "male"), ("birthdate", "ge2000")]
+    assert await ids(client, people, "Patient", both) == {f"{people}-ls"}
+
+
+@pytest.fixture(scope="module")
+async def clinic(client: httpx.AsyncClient, people: str) -> str:
+    tag = people
+    patient = f"Patient/{tag}-zs"
+    await put_all(client, tag, [
+        {"resourceType": "Encounter", "id": f"{tag}-e1", "status": "finished",
+         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+         "subject": {"reference": patient},
+         "period": {"start": "2024-05-11T09:00:00+08:00", "end": "2024-05-11T10:00:00+08:00"}},
+        {"resourceType": "Observation", "id": f"{tag}-bp", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6",
+                              "display": "Systolic blood pressure"}], "text": "收缩压"},
+         "subject": {"reference": patient}, "encounter": {"reference": f"Encounter/{tag}-e1"},
+         "effectiveDateTime": "2024-05-11T09:30:00+08:00",
+         "valueQuantity": {"value": 150, "unit": "mmHg", "system": "http://unitsofmeasure.org",
+                           "code": "mm[Hg]"}},
+        {"resourceType": "Observation", "id": f"{tag}-wt", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+         "subject": {"reference": f"Patient/{tag}-mu",
+                     "identifier": {"system": "urn:x", "value": "mu-1"}},
+         "valueQuantity": {"value": 62.50, "unit": "kg", "system": "http://unitsofmeasure.org",
+                           "code": "kg"}},
+        {"resourceType": "RiskAssessment", "id": f"{tag}-ra", "status": "final",
+         "subject": {"reference": patient}, "prediction": [{"probabilityDecimal": 0.35}]},
+        {"resourceType": "ValueSet", "id": f"{tag}-vs", "status": "active",
+         "url": f"http://santong.example/fhir/ValueSet/{tag}"},
+        {"resourceType": "List", "id": f"{tag}-list", "status": "current", "mode": "working",
+         "entry": [{"item": {"reference": f"Observation/{tag}-bp"}}]},
+    ])
+    return tag
+
+
+@pytest.mark.parametrize(("resource_type", "params", "expected"), [
+    ("Observation", {"subject": "Patient/{t}-zs"}, {"bp"}),
+    ("Observation", {"subject": "{t}-zs"}, {"bp"}),
+    ("Observation", {"subject:Patient": "{t}-zs"}, {"bp"}),
+    ("Observation", {"subject": "http://testserver/fhir/Patient/{t}-zs"}, {"bp"}),
+    ("Observation", {"patient": "{t}-mu"}, {"wt"}),
+    ("Observation", {"subject:identifier": "urn:x|mu-1"}, {"wt"}),
+    ("Observation", {"encounter:missing": "true"}, {"wt"}),
+    ("Observation", {"code": "http://loinc.org|8480-6"}, {"bp"}),
+    ("Observation", {"code": "8480-6,29463-7"}, {"bp", "wt"}),
+    ("Observation", {"code:text": "收缩"}, {"bp"}),
+    ("Observation", {"code:text": "systolic"}, {"bp"}),
+    ("Observation", {"value-quantity": "150"}, {"bp"}),
+    ("Observation", {"value-quantity": "gt100|http://unitsofmeasure.org|mm[Hg]"}, {"bp"}),
+    ("Observation", {"value-quantity": "lt100||kg"}, {"wt"}),
+    ("Observation", {"value-quantity": "62.5"}, {"wt"}),
+    ("Observation", {"value-quantity": "ap60"}, {"wt"}),
+    ("Observation", {"date": "2024-05-11"}, {"bp"}),
+    ("Observation", {"date": "2024-05-11T01:30:00Z"}, {"bp"}),
+    ("Observation", {"subject.name": "张"}, {"bp"}),
+    ("Observation", {"subject:Patient.birthdate": "lt1980"}, {"bp"}),
+    ("Observation", {"encounter.subject.gender": "male"}, {"bp"}),
+    ("Observation", {"_list": "{t}-list"}, {"bp"}),
+    ("Encounter", {"date": "2024-05"}, {"e1"}),
+    ("Encounter", {"date": "ge2024-05-11T10:30:00+08:00"}, set()),
+    ("Encounter", {"class": "AMB"}, {"e1"}),
+    ("Patient", {"_has:Observation:subject:code": "8480-6"}, {"zs"}),
+    ("Patient", {"_has:Observation:patient:_has:List:item:_id": "{t}-list"}, {"zs"}),
+    ("RiskAssessment", {"probability": "0.35"}, {"ra"}),
+    ("RiskAssessment", {"probability": "gt0.3"}, {"ra"}),
+    ("RiskAssessment", {"probability": "lt0.3"}, set()),
+    ("ValueSet", {"url": "http://santong.example/fhir/ValueSet/{t}"}, {"vs"}),
+    ("ValueSet", {"url:below": "http://santong.example/fhir/"}, {"vs"}),
+    ("ValueSet", {"url:above": "http://santong.example/fhir/ValueSet/{t}/extra"}, {"vs"}),
+])
+async def test_clinical_parameters(client: httpx.AsyncClient, clinic: str, resource_type: str,
+                                   params: dict[str, str], expected: set[str]) -> None:
+    query = {k: v.format(t=clinic) for k, v in params.items()}
+    found = await ids(client, clinic, resource_type, query)
+    assert found == {f"{clinic}-{e}" for e in expected}
+
+
+async def test_include_and_revinclude(client: httpx.AsyncClient, clinic: str) -> None:
+    tag = f"{TAG}|{clinic}"
+    bundle = (await client.get("Observation", params={
+        "_id": f"{clinic}-bp", "_include": "Observation:subject", "_tag": tag})).json()
+    modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"]}
+    assert modes == {("Observation", "match"), ("Patient", "include")}
+    iterated = (await client.get("Observation", params=[
+        ("_id", f"{clinic}-bp"), ("_include", "Observation:encounter"),
+        ("_include:iterate", "Encounter:subject")])).json()
+    assert {e["resource"]["resourceType"] for e in iterated["entry"]} == {
+        "Observation", "Encounter", "Patient"}
+    rev = (await client.get("Patient", params={
+        "_id": f"{clinic}-zs", "_revinclude": "Observation:subject"})).json()
+    included = {e["resource"]["id"] for e in rev["entry"] if e["search"]["mode"] == "include"}
+    assert included == {f"{clinic}-bp"}
+    star = (await client.get("Observation", params={"_id": f"{clinic}-bp", "_include": "*"}))
+    assert {e["resource"]["resourceType"] for e in star.json()["entry"]} == {
+        "Observation", "Encounter", "Patient"}
+
+
+async def test_sort_and_keyset_paging(client: httpx.AsyncClient, people: str) -> None:
+    tag = f"{TAG}|{people}"
+    order = []
+    url: str | None = None
+    first = await client.get("Patient", params={"_tag": tag, "_sort": "-birthdate",
+                                                "_count": 1})
+    page = first.json()
+    while True:
+        order += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+        if url is None:
+            break
+        page = (await client.get(url)).json()
+    assert order == [f"{people}-ls", f"{people}-mu", f"{people}-zs"]
+    by_name = (await client.get("Patient", params={"_tag": tag, "_sort": "family,_id"})).json()
+    assert [e["resource"]["id"] for e in by_name["entry"]] == [
+        f"{people}-mu", f"{people}-zs", f"{people}-ls"]  # Müller < 张 < 李 in code points
+    assert (await client.get("Patient", params={"_sort": "nonsense"})).status_code == 400
+
+
+async def test_totals_and_summary_count(client: httpx.AsyncClient, people: str) -> None:
+    tag = f"{TAG}|{people}"
+    accurate = (await client.get("Patient", params={"_tag": tag, "_total": "accurate",
+                                                    "_count": 1})).json()
+    assert accurate["total"] == 3 and len(accurate["entry"]) == 1
+    estimate = (await client.get("Patient", params={"_tag": tag, "_total": "estimate",
+                                                    "_count": 1})).json()
+    assert isinstance(estimate["total"], int)
+    count = (await client.get("Patient", params={"_tag": tag, "_summary": "count"})).json()
+    assert count["total"] == 3 and "entry" not in count
+
+
+async def test_system_and_compartment_search(client: httpx.AsyncClient, clinic: str) -> None:
+    tag = f"{TAG}|{clinic}"
+    system = (await client.get("", params={"_type": "Patient,Encounter", "_tag": tag})).json()
+    assert {e["resource"]["resourceType"] for e in system["entry"]} == {"Patient", "Encounter"}
+    compartment = (await client.get(f"Patient/{clinic}-zs/Observation")).json()
+    assert {e["resource"]["id"] for e in compartment["entry"]} == {f"{clinic}-bp"}
+    everything = (await client.get(f"Patient/{clinic}-zs/*")).json()
+    assert {e["resource"]["id"] for e in everything["entry"]} >= {
+        f"{clinic}-bp", f"{clinic}-e1", f"{clinic}-ra", f"{clinic}-zs"}
+    assert (await client.get(f"Patient/{clinic}-zs/ValueSet")).status_code == 404
+
+
+async def test_post_search_and_last_updated(client: httpx.AsyncClient, people: str) -> None:
+    response = await client.post("Patient/_search",
+                                 data={"name": "张", "_tag": f"{TAG}|{people}"})
+    assert response.status_code == 200
+    assert [e["resource"]["id"] for e in response.json()["entry"]] == [f"{people}-zs"]
+    recent = await ids(client, people, "Patient", {"_lastUpdated": "gt2020-01-01"})
+    assert len(recent) == 3
+    assert await ids(client, people, "Patient", {"_lastUpdated": "lt2020-01-01"}) == set()
+
+
+async def test_unknown_and_malformed_parameters(client: httpx.AsyncClient, people: str) -> None:
+    lenient = (await client.get("Patient", params={"_tag": f"{TAG}|{people}",
+                                                   "shoe-size": "42"})).json()
+    assert len([e for e in lenient["entry"] if e["search"]["mode"] == "match"]) == 3
+    outcome = next(e for e in lenient["entry"] if e["search"]["mode"] == "outcome")
+    assert "shoe-size" in outcome["resource"]["issue"][0]["diagnostics"]
+    assert "shoe-size" not in next(li["url"] for li in lenient["link"]
+                                   if li["relation"] == "self")
+    strict = await client.get("Patient", params={"shoe-size": "42"},
+                              headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+    assert strict.json()["issue"][0]["expression"] == ["shoe-size"]
+    for params in ({"birthdate": "19xx"}, {"birthdate": "zz1970"},
+                   {"gender:below": "male"}, {"_has:Nope:subject:code": "x"},
+                   {"subject:Nope.name": "x"}, {"_total": "some"}, {"_cursor": "!!"},
+                   {"identifier:of-type": "onlyone"}):
+        response = await client.get("Observation" if "subject" in str(params) else "Patient",
+                                    params=params)
+        assert response.status_code == 400, (params, response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_conditional_create_with_any_search(client: httpx.AsyncClient,
+                                                  people: str) -> None:
+    criteria = f"family=%E5%BC%A0&birthdate=1970-03-15&_tag={TAG}|{people}"
+    response = await client.post("Patient", json={"resourceType": "Patient"},
+                                 headers={"If-None-Exist": criteria})
+    assert response.status_code == 200
+    assert response.json()["id"] == f"{people}-zs"
+
+
+async def test_explain(client: httpx.AsyncClient, people: str) -> None:
+    response = await client.get("Patient", params={"name": "张", "_explain": "true"})
+    assert response.status_code == 200
+    parameters = {p["name"]: p["valueString"] for p in response.json()["parameter"]}
+    assert "search_string" in parameters["sql"]
+    assert "Scan" in parameters["plan"] or "Join" in parameters["plan"]

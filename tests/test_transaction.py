@@ -1,0 +1,384 @@
+"""Transaction Bundles (http://hl7.org/fhir/R4/http.html#transaction, rules #trules)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from tests.helpers import create, patient, unique
+
+from santong.api.app import create_app
+from santong.settings import Settings
+
+SYSTEM = "urn:oid:2.16.156.10011.1.3"
+
+
+def urn() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def post(resource: dict[str, Any], full_url: str | None = None, **request: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"resource": resource,
+                             "request": {"method": "POST", "url": resource["resourceType"],
+                                         **request}}
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def put(resource: dict[str, Any], url: str, full_url: str | None = None,
+        **request: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"resource": resource,
+                             "request": {"method": "PUT", "url": url, **request}}
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def call(method: str, url: str, **request: str) -> dict[str, Any]:
+    return {"request": {"method": method, "url": url, **request}}
+
+
+def observation(subject: str, **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "体温"},
+        "subject": {"reference": subject},
+    }
+    resource.update(extra)
+    return resource
+
+
+def with_identifier(value: str, **extra: Any) -> dict[str, Any]:
+    return patient(identifier=[{"system": SYSTEM, "value": value}], **extra)
+
+
+def location_id(entry: dict[str, Any]) -> str:
+    # [base]/[type]/[id]/_history/[vid]
+    return entry["response"]["location"].split("/")[-3]
+
+
+async def by_identifier(client: httpx.AsyncClient, value: str) -> list[dict[str, Any]]:
+    found = (await client.get("Patient", params={"identifier": f"{SYSTEM}|{value}"})).json()
+    return [e["resource"] for e in found.get("entry", []) if e["search"]["mode"] == "match"]
+
+
+async def test_transaction_creates_and_rewrites_references_everywhere(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_url, oid_url = urn(), f"urn:oid:1.2.156.{uuid.uuid4().int % 10**9}"
+    practitioner_id = unique("pr")
+    absolute = f"http://other.example/fhir/Practitioner/{practitioner_id}"
+    obs = observation(
+        patient_url,
+        # A reference inside an extension, one inside a contained resource, and a local one.
+        extension=[{"url": "http://example.org/ext/seen-by",
+                    "valueReference": {"reference": oid_url}}],
+        contained=[{"resourceType": "RelatedPerson", "id": "rp1",
+                    "patient": {"reference": patient_url}}],
+        performer=[{"reference": "#rp1"}, {"reference": absolute},
+                   {"reference": f"Practitioner/{practitioner_id}"}],
+    )
+    encounter = {"resourceType": "Encounter", "status": "finished",
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                           "code": "AMB"},
+                 "subject": {"reference": patient_url},
+                 # Relative to the absolute fullUrl of its own entry: other.example/fhir.
+                 "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}]}
+    request = bundle(
+        "transaction",
+        post(obs, urn()),
+        post(patient(), patient_url),
+        post({"resourceType": "Practitioner", "name": [{"family": "李"}]}, oid_url),
+        put({"resourceType": "Practitioner", "id": practitioner_id},
+            f"Practitioner/{practitioner_id}", absolute),
+        post(encounter, "http://other.example/fhir/Encounter/e1"),
+    )
+    response = await client.post("", json=request)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["type"] == "transaction-response"
+    statuses = [e["response"]["status"] for e in result["entry"]]
+    assert statuses == ["201 Created"] * 5
+    for entry in result["entry"]:
+        assert entry["response"]["etag"] == 'W/"1"'
+        assert entry["response"]["lastModified"].endswith("Z")
+    obs_id, patient_id, oid_practitioner = (location_id(e) for e in result["entry"][:3])
+    assert result["entry"][1]["resource"]["id"] == patient_id
+    stored = (await client.get(f"Observation/{obs_id}")).json()
+    assert stored["subject"] == {"reference": f"Patient/{patient_id}"}
+    assert stored["extension"][0]["valueReference"] == {
+        "reference": f"Practitioner/{oid_practitioner}"}
+    assert stored["contained"][0]["patient"] == {"reference": f"Patient/{patient_id}"}
+    assert stored["performer"] == [
+        {"reference": "#rp1"},
+        {"reference": f"Practitioner/{practitioner_id}"},
+        # Relative to this server (the entry's fullUrl is a urn): left as it was.
+        {"reference": f"Practitioner/{practitioner_id}"},
+    ]
+    encounter_id = location_id(result["entry"][4])
+    stored_encounter = (await client.get(f"Encounter/{encounter_id}")).json()
+    assert stored_encounter["subject"] == {"reference": f"Patient/{patient_id}"}
+    assert stored_encounter["participant"][0]["individual"] == {
+        "reference": f"Practitioner/{practitioner_id}"}
+    assert (await client.get(f"Patient/{patient_id}")).status_code == 200
+
+
+def _rollback_bundle(existing_id: str, marks: list[str], fresh_id: str,
+                     broken: int) -> dict[str, Any]:
+    patient_url = urn()
+    entries = [
+        post(with_identifier(marks[0]), patient_url),
+        put(with_identifier(marks[1], id=fresh_id), f"Patient/{fresh_id}"),
+        call("DELETE", f"Patient/{existing_id}"),
+        post(observation(patient_url, identifier=[{"system": SYSTEM, "value": marks[2]}])),
+        call("GET", f"Patient/{fresh_id}"),  # runs after the PUT that creates it
+    ]
+    if broken == 0:
+        entries[0]["resource"]["birthDate"] = "not a date"
+    elif broken == 1:
+        entries[1]["request"]["ifMatch"] = 'W/"3"'  # it does not exist yet: 412
+    elif broken == 2:
+        entries[2]["request"]["ifMatch"] = 'W/"7"'  # stale version: 412
+    elif broken == 3:
+        del entries[3]["resource"]["status"]  # required: 422
+    elif broken == 4:
+        entries[4]["request"]["url"] = f"Patient/{unique('missing')}"  # 404
+    return bundle("transaction", *entries)
+
+
+@pytest.mark.parametrize(("broken", "status"), [(0, 400), (1, 412), (2, 412), (3, 422),
+                                                (4, 404)])
+async def test_any_failing_entry_rolls_back_every_entry(
+    client: httpx.AsyncClient, broken: int, status: int
+) -> None:
+    existing = (await create(client, patient())).json()
+    marks = [unique("rb") for _ in range(3)]
+    fresh_id = unique("fresh")
+    response = await client.post("", json=_rollback_bundle(existing["id"], marks, fresh_id,
+                                                           broken))
+    assert response.status_code == status, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == [f"Bundle.entry[{broken}]"]
+    assert f"Bundle.entry[{broken}]" in outcome["issue"][0]["diagnostics"]
+    # Nothing any entry did survived.
+    assert await by_identifier(client, marks[0]) == []
+    assert (await client.get(f"Patient/{fresh_id}")).status_code == 404
+    still = await client.get(f"Patient/{existing['id']}")
+    assert still.status_code == 200
+    assert still.json()["meta"]["versionId"] == "1"
+    found = (await client.get("Observation", params={"identifier": f"{SYSTEM}|{marks[2]}"}))
+    assert "entry" not in found.json() or not [
+        e for e in found.json()["entry"] if e["search"]["mode"] == "match"]
+    # And the same Bundle without the fault goes through.
+    if broken == 0:
+        ok = await client.post("", json=_rollback_bundle(existing["id"], marks, fresh_id, -1))
+        assert ok.status_code == 200, ok.text
+        assert len(await by_identifier(client, marks[0])) == 1
+
+
+async def test_invalid_resource_issue_points_into_the_bundle(client: httpx.AsyncClient) -> None:
+    response = await client.post("", json=bundle(
+        "transaction", post(patient()), post(patient(birthDate="1970-13-01"))))
+    assert response.status_code == 400
+    expressions = [e for i in response.json()["issue"] for e in i.get("expression", [])]
+    assert expressions == ["Bundle.entry[1]", "Bundle.entry[1].resource.birthDate"]
+
+
+async def test_processing_order_and_response_order(client: httpx.AsyncClient) -> None:
+    kept = (await create(client, patient())).json()
+    gone = (await create(client, patient())).json()
+    before = (await client.get(f"Patient/{gone['id']}")).json()["meta"]["lastUpdated"]
+    request = bundle(
+        "transaction",
+        call("GET", f"Patient/{kept['id']}"),  # runs last: sees the PUT below
+        put({**kept, "gender": "female"}, f"Patient/{kept['id']}"),
+        post(patient(), urn()),
+        call("DELETE", f"Patient/{gone['id']}"),
+    )
+    response = await client.post("", json=request)
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    assert [e["response"]["status"] for e in entries] == [
+        "200 OK", "200 OK", "201 Created", "204 No Content"]
+    assert entries[0]["resource"]["gender"] == "female"
+    assert entries[0]["resource"]["meta"]["versionId"] == "2"
+    created = location_id(entries[2])
+    history = (await client.get("_history", params={"_since": before, "_count": 100})).json()
+    mine = [(e["request"]["method"], e["fullUrl"].split("/")[-1]) for e in history["entry"]
+            if e["fullUrl"].split("/")[-1] in (kept["id"], gone["id"], created)]
+    # Newest first: the update after the create (dispatched as update-as-create) after the
+    # delete; then the creation of `gone` before the Bundle.
+    assert mine[:4] == [("PUT", kept["id"]), ("PUT", created), ("DELETE", gone["id"]),
+                        ("POST", gone["id"])]
+
+
+async def test_conditional_references(client: httpx.AsyncClient) -> None:
+    one, two, none = unique("one"), unique("two"), unique("none")
+    target = (await create(client, with_identifier(one))).json()
+    await create(client, with_identifier(two))
+    await create(client, with_identifier(two))
+
+    ok = await client.post("", json=bundle("transaction", post(observation(
+        f"Patient?identifier={SYSTEM}|{one}"))))
+    assert ok.status_code == 200, ok.text
+    stored = (await client.get(f"Observation/{location_id(ok.json()['entry'][0])}")).json()
+    assert stored["subject"] == {"reference": f"Patient/{target['id']}"}
+
+    for value, words in ((none, "no resource matches"), (two, "several resources match")):
+        failed = await client.post("", json=bundle(
+            "transaction", post(patient()), post(observation(
+                f"Patient?identifier={SYSTEM}|{value}"))))
+        assert failed.status_code == 412, failed.text
+        issue = failed.json()["issue"][0]
+        assert issue["expression"] == ["Bundle.entry[1]"]
+        assert words in issue["diagnostics"]
+
+
+async def test_conditional_reference_to_a_conditional_create_in_the_bundle(
+    client: httpx.AsyncClient,
+) -> None:
+    value = unique("cc")
+    criteria = f"identifier={SYSTEM}|{value}"
+    request = bundle("transaction",
+                     post(observation(f"Patient?{criteria}")),
+                     post(with_identifier(value), urn(), ifNoneExist=criteria))
+    response = await client.post("", json=request)
+    assert response.status_code == 200, response.text
+    patient_id = location_id(response.json()["entry"][1])
+    stored = (await client.get(f"Observation/{location_id(response.json()['entry'][0])}"))
+    assert stored.json()["subject"]["reference"] == f"Patient/{patient_id}"
+
+
+async def test_if_none_exist_finds_the_existing_resource(client: httpx.AsyncClient) -> None:
+    value = unique("ine")
+    existing = (await create(client, with_identifier(value))).json()
+    patient_url = urn()
+    response = await client.post("", json=bundle(
+        "transaction",
+        post(with_identifier(value), patient_url, ifNoneExist=f"identifier={SYSTEM}|{value}"),
+        post(observation(patient_url))))
+    assert response.status_code == 200, response.text
+    first, second = response.json()["entry"]
+    assert first["response"]["status"] == "200 OK"
+    assert location_id(first) == existing["id"]
+    stored = (await client.get(f"Observation/{location_id(second)}")).json()
+    assert stored["subject"]["reference"] == f"Patient/{existing['id']}"
+    assert len(await by_identifier(client, value)) == 1
+
+
+async def test_concurrent_conditional_creates_in_transactions_make_one_resource(
+    client: httpx.AsyncClient,
+) -> None:
+    value = unique("race")
+
+    def request() -> dict[str, Any]:
+        patient_url = urn()
+        return bundle("transaction",
+                      post(with_identifier(value), patient_url,
+                           ifNoneExist=f"identifier={SYSTEM}|{value}"),
+                      post(observation(patient_url)))
+
+    responses = await asyncio.gather(*(client.post("", json=request()) for _ in range(4)))
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    statuses = sorted(r.json()["entry"][0]["response"]["status"] for r in responses)
+    assert statuses == ["200 OK"] * 3 + ["201 Created"]
+    found = await by_identifier(client, value)
+    assert len(found) == 1
+    for r in responses:
+        obs = (await client.get(f"Observation/{location_id(r.json()['entry'][1])}")).json()
+        assert obs["subject"]["reference"] == f"Patient/{found[0]['id']}"
+
+
+async def test_entry_preconditions(client: httpx.AsyncClient) -> None:
+    current = (await create(client, patient())).json()
+    url = f"Patient/{current['id']}"
+    ok = await client.post("", json=bundle("transaction", put(
+        {**current, "gender": "female"}, url, ifMatch='W/"1"')))
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["entry"][0]["response"]["etag"] == 'W/"2"'
+    stale = await client.post("", json=bundle("transaction", put(current, url, ifMatch='W/"1"')))
+    assert stale.status_code == 412
+    exists = await client.post("", json=bundle("transaction", put(current, url,
+                                                                   ifNoneMatch="*")))
+    assert exists.status_code == 412
+    # Reads in a transaction honour ifNoneMatch / ifModifiedSince.
+    cached = await client.post("", json=bundle(
+        "transaction", call("GET", url, ifNoneMatch='W/"2"'),
+        call("GET", url, ifModifiedSince="Fri, 01 Jan 2100 00:00:00 GMT"),
+        call("GET", url, ifNoneMatch='W/"1"')))
+    assert [e["response"]["status"] for e in cached.json()["entry"]] == [
+        "304 Not Modified", "304 Not Modified", "200 OK"]
+
+
+async def test_prefer_return(client: httpx.AsyncClient) -> None:
+    request = bundle("transaction", post(patient()))
+    minimal = await client.post("", json=request, headers={"Prefer": "return=minimal"})
+    entry = minimal.json()["entry"][0]
+    assert "resource" not in entry and entry["response"]["location"]
+    outcome = await client.post("", json=request,
+                                headers={"Prefer": "return=OperationOutcome"})
+    entry = outcome.json()["entry"][0]
+    assert "resource" not in entry
+    assert entry["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    full = await client.post("", json=request)
+    assert full.json()["entry"][0]["resource"]["resourceType"] == "Patient"
+
+
+async def test_malformed_bundles(client: httpx.AsyncClient) -> None:
+    collection = await client.post("", json=bundle("collection", post(patient())))
+    assert collection.status_code == 400
+    assert "batch" in collection.json()["issue"][0]["diagnostics"]
+    not_bundle = await client.post("", json=patient())
+    assert not_bundle.status_code == 400
+    dangling = await client.post("", json=bundle("transaction", post(observation(urn()))))
+    assert dangling.status_code == 400
+    assert "fullUrl of no entry" in dangling.json()["issue"][0]["diagnostics"]
+    twice = (await create(client, patient())).json()
+    overlap = await client.post("", json=bundle(
+        "transaction", put(twice, f"Patient/{twice['id']}"),
+        call("DELETE", f"Patient/{twice['id']}")))
+    assert overlap.status_code == 400
+    assert "also changed by Bundle.entry[0]" in overlap.json()["issue"][0]["diagnostics"]
+    no_method = await client.post("", json=bundle("transaction", {"request": {"url": "x"}}))
+    assert no_method.status_code == 400
+    assert no_method.json()["issue"][0]["expression"] == ["Bundle.entry[0]"]
+    foreign = await client.post("", json=bundle(
+        "transaction", call("GET", "http://elsewhere.example/fhir/Patient/1")))
+    assert foreign.status_code == 400
+
+
+async def test_body_limit(client: httpx.AsyncClient, settings: Settings) -> None:
+    big = bundle("transaction", *(post(patient(text={
+        "status": "generated", "div": f"<div xmlns=\"http://www.w3.org/1999/xhtml\">{'x' * 900}"
+                                      "</div>"})) for _ in range(80)))
+    response = await client.post("", json=big)
+    assert response.status_code == 413
+    assert str(settings.max_body_bytes) in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.fixture
+async def small_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(max_bundle_entries=3), database_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/") as c:
+            yield c
+
+
+async def test_entry_limit(small_client: httpx.AsyncClient) -> None:
+    too_many = await small_client.post("", json=bundle("batch", *(post(patient())
+                                                                  for _ in range(4))))
+    assert too_many.status_code == 413
+    assert "limit is 3" in too_many.json()["issue"][0]["diagnostics"]
+    assert (await small_client.post("", json=bundle("batch", post(patient())))).status_code == 200
