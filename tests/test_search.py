@@ -154,6 +154,11 @@ async def clinic(client: httpx.AsyncClient, people: str) -> str:
     ("Observation", {"value-quantity": "lt100||kg"}, {"wt"}),
     ("Observation", {"value-quantity": "62.5"}, {"wt"}),
     ("Observation", {"value-quantity": "ap60"}, {"wt"}),
+    ("Observation", {"code-value-quantity": "http://loinc.org|8480-6$gt100"}, {"bp"}),
+    ("Observation", {"code-value-quantity": "http://loinc.org|8480-6$lt100"}, set()),
+    ("Observation", {"code-value-quantity": "29463-7$62.5,8480-6$150"}, {"bp", "wt"}),
+    # Both components must hold in the same composite value.
+    ("Observation", {"code-value-quantity": "8480-6$62.5"}, set()),
     ("Observation", {"date": "2024-05-11"}, {"bp"}),
     ("Observation", {"date": "2024-05-11T01:30:00Z"}, {"bp"}),
     ("Observation", {"subject.name": "张"}, {"bp"}),
@@ -268,8 +273,9 @@ async def test_unknown_and_malformed_parameters(client: httpx.AsyncClient, peopl
     for params in ({"birthdate": "19xx"}, {"birthdate": "zz1970"},
                    {"gender:below": "male"}, {"_has:Nope:subject:code": "x"},
                    {"subject:Nope.name": "x"}, {"_total": "some"}, {"_cursor": "!!"},
-                   {"identifier:of-type": "onlyone"}):
-        response = await client.get("Observation" if "subject" in str(params) else "Patient",
+                   {"identifier:of-type": "onlyone"}, {"code-value-quantity": "8480-6"}):
+        observation = "subject" in str(params) or "code-value" in str(params)
+        response = await client.get("Observation" if observation else "Patient",
                                     params=params)
         assert response.status_code == 400, (params, response.text)
         assert response.json()["resourceType"] == "OperationOutcome"

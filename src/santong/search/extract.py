@@ -858,12 +858,15 @@ def _shape_type(value: Any) -> str:
         return "string"
     if "resourceType" in value:
         return value["resourceType"]
+    if value.get("system") in _CONTACT_SYSTEMS:
+        return "ContactPoint"  # not an Identifier, whose system is a URI
     for keys, name in _SHAPES:
         if keys <= value.keys():
             return name
     return "Element"
 
 
+_CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 _SHAPES = (
     (frozenset({"coding"}), "CodeableConcept"),
     (frozenset({"reference"}), "Reference"),

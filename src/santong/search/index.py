@@ -11,13 +11,16 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 
 from santong.search import values
-from santong.search.extract import extract
-from santong.search.parameters import parameters_for
+from santong.search.extract import Node, extract, extract_composite
+from santong.search.parameters import SearchParameter, by_url, parameters_for
 
 # Parameters answered from the resource row itself, or not indexed.
 _ROW_PARAMETERS = frozenset({"_id", "_lastUpdated"})
@@ -34,39 +37,70 @@ class IndexRows:
     quantity: list[tuple[Any, ...]] = field(default_factory=list)
     uri: list[tuple[str, str]] = field(default_factory=list)
     text: list[tuple[str, str]] = field(default_factory=list)
+    composite: list[tuple[str, str]] = field(default_factory=list)
+
+
+def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
+    """Index rows (without the code) for the values one parameter of `param_type` selects."""
+    rows: list[tuple[Any, ...]] = []
+    for node in nodes:
+        kind, value = node.type, node.value
+        if param_type == "string":
+            rows += [(values.normalise(s), s) for s in values.string_values(kind, value)]
+        elif param_type == "token":
+            rows += values.token_values(kind, value)
+        elif param_type == "reference":
+            rows += values.reference_values(kind, value)
+        elif param_type == "date":
+            rows += values.date_values(kind, value)
+        elif param_type == "number":
+            rows += values.number_values(kind, value)
+        elif param_type == "quantity":
+            rows += values.quantity_values(kind, value)
+        elif param_type == "uri":
+            rows += [(u,) for u in values.uri_values(kind, value)]
+    return rows
+
+
+def _composite_rows(resource: dict[str, Any], param: SearchParameter) -> list[str]:
+    """One JSON document per composite value: each component's index rows, by column name."""
+    documents = []
+    components = [by_url(url) for url, _ in param.components]
+    for _, parts in extract_composite(resource, param):
+        document = []
+        for component, nodes in zip(components, parts, strict=True):
+            if component is None or component.type not in TABLES:
+                break
+            names = [c.split()[0] for c in TABLES[component.type][1:]]
+            rows = typed_rows(component.type, nodes)
+            if not rows:
+                break
+            document.append([dict(zip(names, map(_json_value, row), strict=True))
+                             for row in rows])
+        else:
+            documents.append(orjson.dumps(document).decode())
+    return documents
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
     for code, param in parameters_for(resource_type).items():
-        if code in _ROW_PARAMETERS or param.type in ("special", "composite"):
+        if code in _ROW_PARAMETERS or code in ("_text", "_content") or param.type == "special":
             continue
-        if code in ("_text", "_content"):
+        if param.type == "composite":
+            rows.composite += [(code, d) for d in _composite_rows(resource, param)]
             continue
-        for node in extract(resource, param):
-            kind, value = node.type, node.value
-            if param.type == "string":
-                for found in values.string_values(kind, value):
-                    rows.string.append((code, values.normalise(found), found))
-            elif param.type == "token":
-                for token in values.token_values(kind, value):
-                    rows.token.append((code, *token))
-            elif param.type == "reference":
-                for reference in values.reference_values(kind, value):
-                    rows.reference.append((code, *reference))
-            elif param.type == "date":
-                for low, high in values.date_values(kind, value):
-                    rows.date.append((code, low, high))
-            elif param.type == "number":
-                for number in values.number_values(kind, value):
-                    rows.number.append((code, *number))
-            elif param.type == "quantity":
-                for quantity in values.quantity_values(kind, value):
-                    rows.quantity.append((code, *quantity))
-            elif param.type == "uri":
-                for uri in values.uri_values(kind, value):
-                    rows.uri.append((code, uri))
+        table: list[tuple[Any, ...]] = getattr(rows, param.type)
+        table += [(code, *row) for row in typed_rows(param.type, extract(resource, param))]
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))
@@ -79,7 +113,8 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
-_TABLES: dict[str, tuple[str, ...]] = {
+# The columns of each index table after rid and resource_type, with their SQL types.
+TABLES: dict[str, tuple[str, ...]] = {
     "string": ("code text", "value text", "exact text"),
     "token": ("code text", "system text", "value text", "text text", "type_system text",
               "type_code text"),
@@ -95,8 +130,8 @@ _TABLES: dict[str, tuple[str, ...]] = {
 
 def _replace_statement() -> str:
     parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = :rid)"
-             for name in (*_TABLES, "text", "composite")]
-    for name, columns in _TABLES.items():
+             for name in (*TABLES, "text", "composite")]
+    for name, columns in TABLES.items():
         names = [c.split()[0] for c in columns]
         unnests = ", ".join(f"CAST(:{name}_{n} AS {t}[])"
                             for n, t in (c.split() for c in columns))
@@ -104,6 +139,12 @@ def _replace_statement() -> str:
             f"i_{name} AS (INSERT INTO search_{name} (rid, resource_type, {', '.join(names)})"
             f" SELECT :rid, :resource_type, * FROM unnest({unnests}))"
         )
+    parts.append(
+        "i_composite AS (INSERT INTO search_composite (rid, resource_type, code, components)"
+        " SELECT :rid, :resource_type, t.code, CAST(t.components AS jsonb)"
+        " FROM unnest(CAST(:composite_code AS text[]), CAST(:composite_components AS text[]))"
+        " AS t(code, components))"
+    )
     parts.append(
         "i_text AS (INSERT INTO search_text (rid, resource_type, code, document)"
         " SELECT :rid, :resource_type, t.code, to_tsvector('simple', t.document)"
@@ -121,7 +162,8 @@ async def replace_index(connection: Any, rid: int, resource_type: str,
     """Make the index rows of resource `rid` exactly `rows` (None: a deletion, no rows)."""
     rows = rows or IndexRows()
     params: dict[str, Any] = {"rid": rid, "resource_type": resource_type}
-    for name, columns in (*_TABLES.items(), ("text", ("code", "document"))):
+    for name, columns in (*TABLES.items(), ("text", ("code", "document")),
+                          ("composite", ("code", "components"))):
         for column_name, column in zip(columns, _columns(getattr(rows, name), len(columns)),
                                        strict=True):
             params[f"{name}_{column_name.split()[0]}"] = column

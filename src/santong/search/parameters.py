@@ -267,6 +267,8 @@ def _check(resource: dict[str, Any]) -> tuple[dict[str, str], list[tuple[str, st
         first = issues[0]
         raise InvalidSearchParameter(f"{first.expression}: {first.diagnostics}")
     code, ptype = resource["code"], resource["type"]
+    if ptype not in TYPES:  # a required binding the structural validator does not check
+        raise InvalidSearchParameter(f"SearchParameter.type {ptype!r} is not a search type")
     if not _CODE.fullmatch(code):
         raise InvalidSearchParameter(f"SearchParameter.code {code!r} is not a valid name")
     bases = list(resource["base"])

@@ -18,7 +18,8 @@ from santong import definitions
 from santong.fhir.datetimes import parse_range
 from santong.fhir.outcome import FhirError, error
 from santong.search import values
-from santong.search.parameters import SearchParameter, get
+from santong.search.index import TABLES
+from santong.search.parameters import SearchParameter, by_url, get
 
 # Parameters that shape the result rather than select resources.
 RESULT_PARAMETERS = frozenset({
@@ -145,15 +146,23 @@ class Compiler:
                 f"Unknown search parameter {name!r} for {resource_type}")
         if modifier == "missing":
             return self._missing(param, alias, key, value)
-        if param.type not in _TABLE:
-            raise UnknownParameter(
-                f"Search parameter {name!r} ({param.type}) is not supported yet")
         alternatives = split_values(value)
         if not all(alternatives):
             raise error(400, "invalid", f"Search parameter {key!r} has an empty value",
                         expression=key)
+        if param.type == "composite":
+            return self._composite(param, alias, key, modifier, alternatives)
+        if param.type not in _TABLE:
+            raise UnknownParameter(
+                f"Search parameter {name!r} ({param.type}) is not supported yet")
+        table, condition, negate = self.match(param, key, modifier, alternatives)
+        return self._exists(table, alias, param.code, condition, negate)
+
+    def match(self, param: SearchParameter, key: str, modifier: str,
+              alternatives: list[str]) -> tuple[str, str, bool]:
+        """(index table, condition over its row `{x}`, negated?) for values of `param`."""
         method = getattr(self, f"_{param.type}")
-        return method(param, alias, key, modifier, alternatives)
+        return method(param, key, modifier, alternatives)  # type: ignore[no-any-return]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -181,8 +190,8 @@ class Compiler:
 
     # -- parameter types -------------------------------------------------------------------
 
-    def _string(self, param: SearchParameter, alias: str, key: str, modifier: str,
-                alternatives: list[str]) -> str:
+    def _string(self, param: SearchParameter, key: str, modifier: str,
+                alternatives: list[str]) -> tuple[str, str, bool]:
         ors = []
         for text in alternatives:
             if modifier == "exact":
@@ -195,10 +204,10 @@ class Compiler:
                 ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
             else:
                 raise self._modifier_error(key, modifier, param)
-        return self._exists("search_string", alias, param.code, " OR ".join(ors))
+        return "search_string", " OR ".join(ors), False
 
-    def _token(self, param: SearchParameter, alias: str, key: str, modifier: str,
-               alternatives: list[str]) -> str:
+    def _token(self, param: SearchParameter, key: str, modifier: str,
+               alternatives: list[str]) -> tuple[str, str, bool]:
         ors = []
         for text in alternatives:
             if modifier == "text":
@@ -218,8 +227,7 @@ class Compiler:
             if modifier not in ("", "not"):
                 raise self._modifier_error(key, modifier, param)
             ors.append(self._token_match(text))
-        return self._exists("search_token", alias, param.code, " OR ".join(ors),
-                            negate=modifier == "not")
+        return "search_token", " OR ".join(ors), modifier == "not"
 
     def _token_match(self, text: str) -> str:
         system, code = split_token(text)
@@ -231,8 +239,8 @@ class Compiler:
             return f"{{x}}.system = {self.bind(system)}"
         return f"{{x}}.value = {self.bind(code)} AND {{x}}.system = {self.bind(system)}"
 
-    def _reference(self, param: SearchParameter, alias: str, key: str, modifier: str,
-                   alternatives: list[str]) -> str:
+    def _reference(self, param: SearchParameter, key: str, modifier: str,
+                   alternatives: list[str]) -> tuple[str, str, bool]:
         ors = []
         for text in alternatives:
             if modifier == "identifier":
@@ -248,7 +256,7 @@ class Compiler:
             if modifier and not definitions.is_resource_type(modifier):
                 raise self._modifier_error(key, modifier, param)
             ors.append(self._reference_match(text, modifier or None, key))
-        return self._exists("search_reference", alias, param.code, " OR ".join(ors))
+        return "search_reference", " OR ".join(ors), False
 
     def _reference_match(self, text: str, target_type: str | None, key: str) -> str:
         if self.base_url and text.startswith(self.base_url + "/"):
@@ -266,8 +274,8 @@ class Compiler:
             condition += f" AND {{x}}.target_type = {self.bind(parsed_type or target_type)}"
         return condition
 
-    def _uri(self, param: SearchParameter, alias: str, key: str, modifier: str,
-             alternatives: list[str]) -> str:
+    def _uri(self, param: SearchParameter, key: str, modifier: str,
+             alternatives: list[str]) -> tuple[str, str, bool]:
         ors = []
         for text in alternatives:
             if modifier == "":
@@ -279,14 +287,14 @@ class Compiler:
                            f" '_', '\\_') || '%'")
             else:
                 raise self._modifier_error(key, modifier, param)
-        return self._exists("search_uri", alias, param.code, " OR ".join(ors))
+        return "search_uri", " OR ".join(ors), False
 
-    def _date(self, param: SearchParameter, alias: str, key: str, modifier: str,
-              alternatives: list[str]) -> str:
+    def _date(self, param: SearchParameter, key: str, modifier: str,
+              alternatives: list[str]) -> tuple[str, str, bool]:
         if modifier:
             raise self._modifier_error(key, modifier, param)
         ors = [self._range_condition(key, text, "{x}.low", "{x}.high") for text in alternatives]
-        return self._exists("search_date", alias, param.code, " OR ".join(ors))
+        return "search_date", " OR ".join(ors), False
 
     def _range_condition(self, key: str, text: str, low: str, high: str) -> str:
         """A target range [low, high) against a date search value with a prefix."""
@@ -334,15 +342,15 @@ class Compiler:
         operator = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
         return f"{column} {operator} {v}"
 
-    def _number(self, param: SearchParameter, alias: str, key: str, modifier: str,
-                alternatives: list[str]) -> str:
+    def _number(self, param: SearchParameter, key: str, modifier: str,
+                alternatives: list[str]) -> tuple[str, str, bool]:
         if modifier:
             raise self._modifier_error(key, modifier, param)
         ors = [self._number_condition(key, text, "{x}.value") for text in alternatives]
-        return self._exists("search_number", alias, param.code, " OR ".join(ors))
+        return "search_number", " OR ".join(ors), False
 
-    def _quantity(self, param: SearchParameter, alias: str, key: str, modifier: str,
-                  alternatives: list[str]) -> str:
+    def _quantity(self, param: SearchParameter, key: str, modifier: str,
+                  alternatives: list[str]) -> tuple[str, str, bool]:
         if modifier:
             raise self._modifier_error(key, modifier, param)
         ors = []
@@ -359,7 +367,34 @@ class Compiler:
                 if unit:
                     condition += f" AND {{x}}.unit = {self.bind(unit)}"
             ors.append(condition)
-        return self._exists("search_quantity", alias, param.code, " OR ".join(ors))
+        return "search_quantity", " OR ".join(ors), False
+
+    def _composite(self, param: SearchParameter, alias: str, key: str, modifier: str,
+                   alternatives: list[str]) -> str:
+        """`code-value-quantity=http://loinc.org|8480-6$gt100`: all components in one value."""
+        if modifier:
+            raise self._modifier_error(key, modifier, param)
+        components = [by_url(url) for url, _ in param.components]
+        if any(c is None or c.type not in TABLES for c in components):
+            raise UnknownParameter(f"Composite parameter {param.code!r} is not supported")
+        ors = []
+        for text in alternatives:
+            parts = [p.replace("\x00", "$") for p in text.replace("\\$", "\x00").split("$")]
+            if len(parts) != len(components):
+                raise error(400, "invalid", f"{key} takes {len(components)} values separated "
+                            f"by '$', not {text!r}", expression=key)
+            ands = []
+            for position, (part, component) in enumerate(zip(parts, components, strict=True)):
+                assert component is not None
+                _, condition, negate = self.match(component, key, "", [part])
+                e = self.alias("e")
+                columns = ", ".join(TABLES[component.type][1:])
+                sub = (f"EXISTS (SELECT 1 FROM jsonb_to_recordset({{x}}.components->{position})"
+                       f" AS {e}({columns}) WHERE {condition.format(x=e)})")
+                ands.append(f"NOT {sub}" if negate else sub)
+            ors.append(" AND ".join(ands))
+        return self._exists("search_composite", alias, param.code,
+                            " OR ".join(f"({o})" for o in ors))
 
     # -- common and special parameters -----------------------------------------------------
 

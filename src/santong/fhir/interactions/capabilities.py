@@ -21,8 +21,9 @@ _INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "histo
 _STARTED = instant(now())
 
 
-# Parameter types the search compiler answers; composite and special (near) are not yet.
-SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
+# Parameter types the search compiler answers; special ones (near) are not yet.
+SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri",
+                             "composite"})
 _ROW_PARAMETERS = {"_id": "token", "_lastUpdated": "date", "_text": "string",
                    "_content": "string", "_list": "string"}
 
@@ -68,9 +69,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "rest": [{
             "mode": "server",
             "documentation": "Unknown search parameters are ignored and reported in an "
-                             "OperationOutcome entry, unless Prefer: handling=strict. Composite "
-                             "and special parameters, and the :above/:below/:in/:not-in token "
-                             "modifiers, are not supported yet.",
+                             "OperationOutcome entry, unless Prefer: handling=strict. Special "
+                             "parameters (near) and the :above/:below/:in/:not-in token "
+                             "modifiers are not supported yet.",
             "resource": resources,
             "interaction": [{"code": "history-system"}, {"code": "search-system"}],
             "searchParam": [
