@@ -23,6 +23,7 @@ from santong.fhir.formats import FHIR_JSON, response_media_type, wants_pretty
 from santong.fhir.outcome import FhirError, error
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.fhir.router import Router
+from santong.search.registry import CustomParameters
 from santong.settings import Settings, get_settings
 from santong.storage.database import create_engine
 from santong.storage.migrate import current_revision, head_revision
@@ -87,10 +88,16 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(url, pool_size=settings.db_pool_size)
         app.state.engine = engine
-        app.state.router = Router(Repository(engine), settings)
+        custom = CustomParameters(engine)
+        try:
+            await custom.start()
+        except Exception as exc:  # the database may be down: serve 503s until it is back
+            log.warning("custom SearchParameters not loaded yet: %s", exc)
+        app.state.router = Router(Repository(engine), settings, custom)
         try:
             yield
         finally:
+            await custom.stop()
             await engine.dispose()
 
     app = FastAPI(title="Santong FHIR server", version=__version__, lifespan=lifespan,

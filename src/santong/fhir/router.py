@@ -25,6 +25,7 @@ from santong.fhir.interactions.delete import conditional_delete, delete
 from santong.fhir.interactions.history import history
 from santong.fhir.interactions.patch import conditional_patch, patch
 from santong.fhir.interactions.read import read
+from santong.fhir.interactions.reindex import reindex
 from santong.fhir.interactions.search_type import (
     search_compartment,
     search_system,
@@ -35,6 +36,7 @@ from santong.fhir.interactions.update import conditional_update, update
 from santong.fhir.interactions.vread import vread
 from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
 from santong.fhir.request import FhirRequest, FhirResponse
+from santong.search.registry import CustomParameters
 from santong.settings import Settings
 from santong.storage.repository import Repository, Transaction
 
@@ -46,6 +48,8 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # Route shapes: "T" a resource type, "I" an id, "V" a version id; other segments are literal.
 _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     (): {"GET": search_system},
+    ("$reindex",): {"POST": reindex},
+    ("T", "$reindex"): {"POST": reindex},
     ("metadata",): {"GET": capabilities},
     ("_history",): {"GET": history},
     ("T",): {"GET": search_type, "POST": create, "PUT": conditional_update,
@@ -62,7 +66,7 @@ _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
 def _shape(segments: list[str]) -> tuple[str, ...]:
     shape: list[str] = []
     for position, segment in enumerate(segments):
-        if segment in ("metadata", "_history", "_search") and position in (0, 1, 2):
+        if segment in ("metadata", "_history", "_search", "$reindex") and position in (0, 1, 2):
             shape.append(segment)
         else:
             shape.append("TIIV"[position] if position < 4 else "?")
@@ -70,9 +74,11 @@ def _shape(segments: list[str]) -> tuple[str, ...]:
 
 
 class Router:
-    def __init__(self, repository: Repository, settings: Settings) -> None:
+    def __init__(self, repository: Repository, settings: Settings,
+                 custom_parameters: CustomParameters | None = None) -> None:
         self.repository = repository
         self.settings = settings
+        self.custom_parameters = custom_parameters
 
     def route(self, request: FhirRequest) -> tuple[Handler, list[str]]:
         segments = [s for s in request.path.split("/") if s]
@@ -88,10 +94,10 @@ class Router:
             raise error(405, "not-supported",
                         f"{request.method} is not allowed on '{request.path or '/'}'",
                         headers={"Allow": ", ".join(allowed)})
-        if segments and segments[0] not in ("metadata", "_history"):
+        if segments and segments[0] not in ("metadata", "_history", "$reindex"):
             if not definitions.is_resource_type(segments[0]):
                 raise error(404, "not-supported", f"Unknown resource type {segments[0]!r}")
-            is_id = len(segments) > 1 and segments[1] not in ("_history", "_search")
+            is_id = len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex")
             if is_id and not _ID.match(segments[1]):
                 raise error(400, "invalid", f"Invalid resource id {segments[1]!r}: ids are "
                                 "1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
@@ -108,9 +114,9 @@ class Router:
             return await process(self, request, entries)
         handler, segments = self.route(request)
         call = Call(request, tx, self.settings)  # type: ignore[arg-type]
-        if segments and segments[0] not in ("metadata", "_history"):
+        if segments and segments[0] not in ("metadata", "_history", "$reindex"):
             call.resource_type = segments[0]
-            if len(segments) > 1 and segments[1] not in ("_history", "_search"):
+            if len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex"):
                 call.id = segments[1]
             if len(segments) == 4:
                 call.version_id = segments[3]
@@ -126,7 +132,12 @@ class Router:
         """Answer a single REST call, turning every failure into an OperationOutcome."""
         try:
             response_media_type(request)
-            return await self.dispatch(request)
+            response = await self.dispatch(request)
+            if (self.custom_parameters is not None and request.method != "GET"
+                    and request.path.startswith("SearchParameter")):
+                # This process indexes with the new parameter from its very next write.
+                await self.custom_parameters.sync()
+            return response
         except FhirError as exc:
             return FhirResponse(exc.status, resource=exc.outcome(), headers=dict(exc.headers))
         except Exception as exc:

@@ -14,6 +14,7 @@ from typing import Any
 from santong.fhir import jsonio
 from santong.fhir.outcome import error
 from santong.fhir.versioning import instant, now
+from santong.search import registry as search_parameters
 from santong.search.index import index_rows, replace_index
 from santong.storage.repository import StoredVersion, Transaction
 
@@ -43,6 +44,9 @@ async def create_version_1(
 ) -> StoredVersion | None:
     """Store a new resource under `id`; None when that id already exists."""
     resource_type = resource["resourceType"]
+    if resource_type == "SearchParameter":
+        search_parameters.check(resource)
+        await search_parameters.announce(tx.connection)
     moment = now()
     stored, content = serialise_version(resource, id, 1, moment)
     rid = await tx.insert_first_version(resource_type, id, moment, content, method)
@@ -57,6 +61,10 @@ async def write_next(
 ) -> StoredVersion:
     """Store the version after `current` (locked FOR UPDATE); `resource` None deletes."""
     version_id = current.version_id + 1
+    if current.resource_type == "SearchParameter":
+        if resource is not None:
+            search_parameters.check(resource)
+        await search_parameters.announce(tx.connection)
     # lastUpdated never goes backwards within a resource, whatever the clocks of other hosts.
     moment = max(now(), current.last_updated)
     stored, content = (

@@ -330,7 +330,7 @@ class _Parser:
             return args
         while True:
             args.append(self.expr(0))
-            kind, value = self.next()
+            _, value = self.next()
             if value == ")":
                 return args
             if value != ",":
@@ -558,7 +558,9 @@ class _Compiler:
                 a, b = left(focus, root), right(focus, root)
                 if not a or not b:
                     return []
-                same = len(a) == len(b) and all(_equal(x[1], y[1]) for x, y in zip(a, b))
+                same = len(a) == len(b) and all(
+                    _equal(x[1], y[1]) for x, y in zip(a, b, strict=True)
+                )
                 return [("boolean", same != negate)]
 
             return equality, _BOOLEAN
@@ -736,14 +738,13 @@ def _compile_subset(input_type: str, expression: str) -> _Fn:
 @cache
 def _fhirpathpy() -> Any:
     """fhirpathpy's parser and engine with the R4 model; imported only when needed."""
-    import fhirpathpy
+    from antlr4 import CommonTokenStream, InputStream, Token
+    from antlr4.error.ErrorListener import ErrorListener
+    from antlr4.tree.Tree import ParseTreeWalker
     from fhirpathpy.engine import do_eval
     from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
     from fhirpathpy.engine.util import arraify
     from fhirpathpy.models import models
-    from antlr4 import CommonTokenStream, InputStream, Token
-    from antlr4.error.ErrorListener import ErrorListener
-    from antlr4.tree.Tree import ParseTreeWalker
     from fhirpathpy.parser.ASTPathListener import ASTPathListener
     from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
     from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
@@ -793,8 +794,6 @@ def _fhirpathpy() -> Any:
     }
 
     class Engine:
-        version = fhirpathpy.__version__
-
         @staticmethod
         def parse(expression: str) -> Any:
             return parse(expression)
@@ -890,13 +889,12 @@ def _fallback(input_type: str, expression: str) -> Callable[[Any, dict[str, Any]
     engine = _fhirpathpy()
     parsed = _fp_parsed(expression, input_type)
     node_class = engine.node_class
-    structures = {input_type}
 
     def run(value: Any, root: dict[str, Any]) -> list[Node]:
         out = []
         try:
             found = engine.run(parsed, value, input_type, root)
-        except Exception as exc:  # noqa: BLE001 - fhirpathpy raises plain Exception
+        except Exception as exc:  # fhirpathpy raises plain Exception
             raise ExtractionError(f"{expression}: {exc}") from exc
         for item in found:
             if isinstance(item, node_class):
@@ -904,10 +902,13 @@ def _fallback(input_type: str, expression: str) -> Callable[[Any, dict[str, Any]
                 path = item.path or ""
                 if data is None or (isinstance(data, dict) and data.keys() == {"extension"}):
                     continue  # a primitive with extensions only
-                ftype = path if "." not in path or path in structures else _path_type(path)
+                ftype = path if "." not in path else _path_type(path)
                 out.append(Node(ftype or _shape_type(data), data))
             else:
                 data = _plain(item)
+                if isinstance(data, dict) and data.get("$status") == "error":
+                    # fhirpathpy reports some errors (single() on many) as a value.
+                    raise ExtractionError(f"{expression}: {data.get('$error')}")
                 out.append(Node(_shape_type(data), data))
         return out
 
@@ -953,7 +954,7 @@ def fallback_reason(input_type: str, expression: str) -> str | None:
     except _Syntax as exc:
         try:
             _fp_parsed(expression)
-        except Exception as fp_exc:  # noqa: BLE001 - the ANTLR parser raises plain Exception
+        except Exception as fp_exc:  # ANTLR raises plain Exception
             return f"syntax: {fp_exc or exc}"
         return f"grammar: {exc}"
     except _Unsupported as exc:
@@ -1008,13 +1009,14 @@ def extract_composite(
     out = []
     for node in extract(resource, param):
         parts = tuple(
-            _compiled(node.type or rtype, expr)(node.value, resource) for _, expr in param.components
+            _compiled(node.type or rtype, expr)(node.value, resource)
+            for _, expr in param.components
         )
         out.append((node, parts))
     return out
 
 
-_PLANS: dict[str, tuple[object, tuple[tuple[str, Extractor], ...]]] = {}
+_PLANS: dict[str, tuple[object, tuple[tuple[str, _Compiled], ...]]] = {}
 
 
 def extract_all(resource: dict[str, Any]) -> dict[str, list[Node]]:
@@ -1023,13 +1025,13 @@ def extract_all(resource: dict[str, Any]) -> dict[str, list[Node]]:
     params = parameters_for(rtype)
     plan = _PLANS.get(rtype)
     if plan is None or plan[0] is not params:  # registrations rebuild the mapping
-        extractors = tuple(
-            (code, _extractor(rtype, p.expression)) for code, p in params.items() if p.expression
+        runs = tuple(
+            (code, _compiled(rtype, p.expression)) for code, p in params.items() if p.expression
         )
-        plan = _PLANS[rtype] = (params, extractors)
+        plan = _PLANS[rtype] = (params, runs)
     out = {}
-    for code, fn in plan[1]:
-        values = fn(resource)
+    for code, run in plan[1]:
+        values = run(resource, resource)
         if values:
             out[code] = values
     return out

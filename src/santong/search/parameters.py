@@ -336,7 +336,8 @@ def register(resource: dict[str, Any]) -> SearchParameter:
                 multiple_and=resource.get("multipleAnd"),
                 custom=True,
             )
-            reg.by_base.setdefault(base, {})[code] = param
+            # Copy on write: readers iterate these maps without the lock.
+            reg.by_base[base] = {**reg.by_base.get(base, {}), code: param}
             params.append(param)
         reg.by_url[url] = _unrestricted(params)
         reg.merged = {}  # rebuilt lazily: a base may be Resource and touch every type
@@ -359,5 +360,5 @@ def _remove(reg: _Registry, old: SearchParameter) -> None:
     for base in old.base:
         codes = reg.by_base.get(base, {})
         if codes.get(old.code) is not None and codes[old.code].url == old.url:
-            del codes[old.code]
+            reg.by_base[base] = {c: p for c, p in codes.items() if c != old.code}
     del reg.by_url[old.url]

@@ -25,11 +25,15 @@ _REFERENCE = re.compile(
 )
 
 
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
 def normalise(text: str) -> str:
     """Case- and accent-insensitive form (search.html#string): NFKD, marks dropped, casefolded."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _NOT_WORD.sub(" ", stripped.casefold()).strip()
+    if not text.isascii():
+        # NFKD also folds full-width forms (Ａ, １) common in Chinese text to ASCII.
+        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    return _NOT_WORD.sub(" ", text.casefold()).strip()
 
 
 def text_document(text: str) -> str:

@@ -1,12 +1,12 @@
 """capabilities — http://hl7.org/fhir/R4/http.html#capabilities.
 
 GET [base]/metadata: a CapabilityStatement that claims exactly what this server implements.
-Built once per process from the R4 definitions; it changes only with the code.
+Built from the R4 definitions and the search parameters registered now (custom ones included),
+on each request: it is not a hot path, and a cache would need invalidating with them.
 """
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import santong
@@ -38,7 +38,6 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     return params
 
 
-@cache
 def capability_statement(base_url: str) -> dict[str, Any]:
     resources = [
         {
