@@ -296,3 +296,42 @@ async def test_explain(client: httpx.AsyncClient, people: str) -> None:
     parameters = {p["name"]: p["valueString"] for p in response.json()["parameter"]}
     assert "search_string" in parameters["sql"]
     assert "Scan" in parameters["plan"] or "Join" in parameters["plan"]
+
+
+async def test_terminology_modifiers(client: httpx.AsyncClient) -> None:
+    tag = unique("terms")
+    system = f"http://santong.example/fhir/CodeSystem/{tag}"
+    await put_all(client, tag, [
+        {"resourceType": "CodeSystem", "id": f"{tag}-cs", "url": system, "status": "active",
+         "content": "complete", "hierarchyMeaning": "is-a", "concept": [
+             {"code": "CVD", "display": "心血管病", "concept": [
+                 {"code": "HTN", "display": "高血压", "concept": [{"code": "HTN1"}]},
+                 {"code": "CHD"}]},
+             {"code": "DM", "concept": [{"code": "T2DM"}]}]},
+        {"resourceType": "ValueSet", "id": f"{tag}-chronic", "status": "active",
+         "url": f"http://santong.example/fhir/ValueSet/{tag}-chronic", "compose": {"include": [
+             {"system": system, "filter": [{"property": "concept", "op": "is-a",
+                                            "value": "HTN"}]},
+             {"system": system, "concept": [{"code": "T2DM"}]}]}},
+    ])
+    conditions = []
+    for code in ("HTN1", "CHD", "T2DM", "DM"):
+        conditions.append({"resourceType": "Condition", "id": f"{tag}-{code}",
+                           "subject": {"reference": "Patient/x"},
+                           "code": {"coding": [{"system": system, "code": code}]}})
+    await put_all(client, tag, conditions)
+
+    async def codes(params: dict[str, str]) -> set[str]:
+        return {i.removeprefix(f"{tag}-") for i in await ids(client, tag, "Condition", params)}
+
+    assert await codes({"code:below": f"{system}|CVD"}) == {"HTN1", "CHD"}
+    assert await codes({"code:below": f"{system}|DM"}) == {"T2DM", "DM"}
+    assert await codes({"code:above": f"{system}|HTN1"}) == {"HTN1"}
+    assert await codes({"code:above": f"{system}|T2DM"}) == {"T2DM", "DM"}
+    value_set = f"http://santong.example/fhir/ValueSet/{tag}-chronic"
+    assert await codes({"code:in": value_set}) == {"HTN1", "T2DM"}
+    assert await codes({"code:in": f"ValueSet/{tag}-chronic"}) == {"HTN1", "T2DM"}
+    assert await codes({"code:not-in": value_set}) == {"CHD", "DM"}
+    missing = await client.get("Condition", params={"code:in": "http://nowhere/ValueSet/x"})
+    assert missing.status_code == 400
+    assert missing.json()["issue"][0]["expression"] == ["code:in"]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from santong import definitions
 from santong.fhir.outcome import error
+from santong.search import terminology
 from santong.search.parameters import get, parameters_for
 from santong.search.query import Compiled, Compiler, split_values
 from santong.storage.repository import StoredVersion
@@ -195,7 +196,8 @@ def compile_where(spec: SearchSpec, compiler: Compiler) -> tuple[str, Compiled]:
 
 
 async def search(connection: AsyncConnection, spec: SearchSpec) -> SearchResult:
-    compiler = Compiler(spec.base_url)
+    compiler = Compiler(spec.base_url, await terminology.resolve(connection, spec.params,
+                                                                 spec.types))
     where, compiled = compile_where(spec, compiler)
     keys = _sort_keys(spec, compiler)
     total: int | None = None

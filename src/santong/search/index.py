@@ -9,6 +9,7 @@ of the resource in a single statement, so an acknowledged write is searchable at
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,9 +20,10 @@ import orjson
 from sqlalchemy import text
 
 from santong.search import values
-from santong.search.extract import Node, extract, extract_composite
+from santong.search.extract import ExtractionError, Node, extract, extract_composite
 from santong.search.parameters import SearchParameter, by_url, parameters_for
 
+log = logging.getLogger(__name__)
 # Parameters answered from the resource row itself, or not indexed.
 _ROW_PARAMETERS = frozenset({"_id", "_lastUpdated"})
 _TAGS = re.compile(r"<[^>]*>")
@@ -97,10 +99,19 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
         if code in _ROW_PARAMETERS or code in ("_text", "_content") or param.type == "special":
             continue
         if param.type == "composite":
-            rows.composite += [(code, d) for d in _composite_rows(resource, param)]
+            try:
+                rows.composite += [(code, d) for d in _composite_rows(resource, param)]
+            except ExtractionError as exc:
+                log.warning("%s.%s not indexed: %s", resource_type, code, exc)
+            continue
+        try:
+            nodes = extract(resource, param)
+        except ExtractionError as exc:
+            # A value the expression cannot evaluate on is not indexed, like a missing one.
+            log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue
         table: list[tuple[Any, ...]] = getattr(rows, param.type)
-        table += [(code, *row) for row in typed_rows(param.type, extract(resource, param))]
+        table += [(code, *row) for row in typed_rows(param.type, nodes)]
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))

@@ -93,8 +93,12 @@ def _split_prefix(value: str) -> tuple[str, str]:
 class Compiler:
     """Builds SQL for one search; bind names are unique across nested sub-queries."""
 
-    def __init__(self, base_url: str = "") -> None:
+    def __init__(self, base_url: str = "",
+                 terminology: dict[tuple[str, str], frozenset[tuple[str | None, str | None]]]
+                 | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # Code sets of :in/:not-in/:above/:below values, resolved beforehand (see terminology).
+        self.terminology = terminology or {}
         self._names = itertools.count()
         self.binds: dict[str, Any] = {}
         self._aliases = itertools.count(1)
@@ -224,10 +228,29 @@ class Compiler:
                            f"{{x}}.type_code = {self.bind(type_code)} AND "
                            f"{{x}}.value = {self.bind(identifier)}")
                 continue
+            if modifier in ("in", "not-in", "above", "below"):
+                ors.append(self._code_set(key, modifier, text))
+                continue
             if modifier not in ("", "not"):
                 raise self._modifier_error(key, modifier, param)
             ors.append(self._token_match(text))
-        return "search_token", " OR ".join(ors), modifier == "not"
+        return "search_token", " OR ".join(ors), modifier in ("not", "not-in")
+
+    def _code_set(self, key: str, modifier: str, text: str) -> str:
+        codes = self.terminology.get((modifier, text))
+        if codes is None:
+            raise error(400, "not-supported", f"{key}: :{modifier} needs the terminology "
+                        "resolved first", expression=key)
+        whole = sorted({s for s, c in codes if c is None and s})
+        pairs = sorted((s or "", c) for s, c in codes if c is not None)
+        ors = []
+        if whole:
+            ors.append(f"{{x}}.system = ANY({self.bind(whole)})")
+        if pairs:
+            ors.append(f"({{x}}.system, {{x}}.value) IN (SELECT * FROM unnest("
+                       f"CAST({self.bind([s for s, _ in pairs])} AS text[]), "
+                       f"CAST({self.bind([c for _, c in pairs])} AS text[])))")
+        return " OR ".join(ors) if ors else "false"
 
     def _token_match(self, text: str) -> str:
         system, code = split_token(text)
@@ -488,8 +511,3 @@ class Compiler:
                 f" AND {x}.target_type = {alias}.resource_type AND {x}.target_id = {alias}.id"
                 f" AND NOT {r2}.deleted AND {inner})")
 
-
-def compile_search(
-    resource_type: str, params: list[tuple[str, str]], *, strict: bool, base_url: str = ""
-) -> Compiled:
-    return Compiler(base_url).compile(resource_type, params, strict=strict)

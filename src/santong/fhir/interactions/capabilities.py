@@ -68,9 +68,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "rest": [{
             "mode": "server",
             "documentation": "Unknown search parameters are ignored and reported in an "
-                             "OperationOutcome entry, unless Prefer: handling=strict. Special "
-                             "parameters (near) and the :above/:below/:in/:not-in token "
-                             "modifiers are not supported yet.",
+                             "OperationOutcome entry, unless Prefer: handling=strict. Token "
+                             ":in/:not-in/:above/:below use the ValueSets and CodeSystems "
+                             "stored here. Special parameters (near) are not supported.",
             "resource": resources,
             "interaction": [{"code": "history-system"}, {"code": "search-system"}],
             "searchParam": [

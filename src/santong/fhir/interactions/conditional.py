@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 
 from santong.fhir.call import Call
 from santong.fhir.outcome import error
-from santong.search.query import RESULT_PARAMETERS, compile_search
+from santong.search import terminology
+from santong.search.query import RESULT_PARAMETERS, Compiler
 from santong.storage.repository import StoredVersion
 
 
@@ -28,5 +29,6 @@ async def match(call: Call, params: list[tuple[str, str]], limit: int = 2) -> li
     selecting = _selecting(params)
     if not selecting:
         raise error(400, "invalid", "Conditional interactions need search criteria")
-    compiled = compile_search(call.type, selecting, strict=True, base_url=call.request.base_url)
+    resolved = await terminology.resolve(call.tx.connection, selecting, [call.type])
+    compiled = Compiler(call.request.base_url, resolved).compile(call.type, selecting, strict=True)
     return await call.tx.search_current(call.type, compiled.conditions, limit)
