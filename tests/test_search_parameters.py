@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import httpx
-
 from tests.helpers import unique
 
 ETHNICITY = "http://santong.example/fhir/StructureDefinition/ethnicity"
