@@ -154,6 +154,11 @@ async def clinic(client: httpx.AsyncClient, people: str) -> str:
     ("Observation", {"value-quantity": "lt100||kg"}, {"wt"}),
     ("Observation", {"value-quantity": "62.5"}, {"wt"}),
     ("Observation", {"value-quantity": "ap60"}, {"wt"}),
+    # UCUM quantities compare in canonical units: 62.50 kg is 62500 g.
+    ("Observation", {"value-quantity": "62500|http://unitsofmeasure.org|g"}, {"wt"}),
+    ("Observation", {"value-quantity": "gt60000|http://unitsofmeasure.org|g"}, {"wt"}),
+    ("Observation", {"value-quantity": "lt0.05|http://unitsofmeasure.org|t"}, set()),
+    ("Observation", {"value-quantity": "gt19|http://unitsofmeasure.org|kPa"}, {"bp"}),
     ("Observation", {"code-value-quantity": "http://loinc.org|8480-6$gt100"}, {"bp"}),
     ("Observation", {"code-value-quantity": "http://loinc.org|8480-6$lt100"}, set()),
     ("Observation", {"code-value-quantity": "29463-7$62.5,8480-6$150"}, {"bp", "wt"}),

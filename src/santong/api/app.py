@@ -6,6 +6,7 @@ writes the FhirResponse back; `/healthz` and `/readyz` serve orchestrators.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from santong.fhir.formats import FHIR_JSON, response_media_type, wants_pretty
 from santong.fhir.outcome import FhirError, error
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.fhir.router import Router
+from santong.search import ucum
 from santong.search.registry import CustomParameters
 from santong.settings import Settings, get_settings
 from santong.storage.database import create_engine
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(url, pool_size=settings.db_pool_size)
         app.state.engine = engine
+        # Load the UCUM registry (about a second) off the event loop, before the first quantity.
+        warm = asyncio.get_running_loop().run_in_executor(None, ucum.canonical, "g")
         custom = CustomParameters(engine)
         try:
             await custom.start()
@@ -99,6 +103,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         finally:
             await custom.stop()
             await engine.dispose()
+            await warm
 
     app = FastAPI(title="Santong FHIR server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)

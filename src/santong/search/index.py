@@ -134,7 +134,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "date": ("code text", "low timestamptz", "high timestamptz"),
     "number": ("code text", "value numeric", "low numeric", "high numeric"),
     "quantity": ("code text", "system text", "unit text", "value numeric", "low numeric",
-                 "high numeric"),
+                 "high numeric", "canonical_unit text", "canonical_value numeric"),
     "uri": ("code text", "value text"),
 }
 

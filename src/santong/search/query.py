@@ -17,7 +17,7 @@ from typing import Any
 from santong import definitions
 from santong.fhir.datetimes import parse_range
 from santong.fhir.outcome import FhirError, error
-from santong.search import values
+from santong.search import ucum, values
 from santong.search.index import TABLES
 from santong.search.parameters import SearchParameter, by_url, get
 
@@ -365,6 +365,33 @@ class Compiler:
         operator = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
         return f"{column} {operator} {v}"
 
+    def _canonical_condition(self, key: str, text: str, system: str | None,
+                             unit: str | None) -> str | None:
+        """A UCUM quantity compared in canonical units: 5|…|g finds 5000 mg."""
+        if system != ucum.UCUM or not unit or ucum.canonical(unit) is None:
+            return None
+        factor, canonical_unit = ucum.canonical(unit)  # type: ignore[misc]
+        prefix, number = _split_prefix(text)
+        try:
+            scaled = values.precision_range(number)
+        except (InvalidOperation, ValueError):
+            raise error(400, "invalid", f"{key}: {number!r} is not a number",
+                        expression=key) from None
+        # Scale the search value and its precision range into canonical units.
+        value, low, high = (v * factor for v in scaled)
+        column = "{x}.canonical_value"
+        condition = {
+            "eq": f"{column} >= {self.bind(low)} AND {column} < {self.bind(high)}",
+            "ne": f"NOT ({column} >= {self.bind(low)} AND {column} < {self.bind(high)})",
+            "ap": f"{column} BETWEEN {self.bind(value - abs(value) / 10)}"
+                  f" AND {self.bind(value + abs(value) / 10)}",
+        }.get(prefix)
+        if condition is None:
+            operator = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[
+                prefix]
+            condition = f"{column} {operator} {self.bind(value)}"
+        return f"{{x}}.canonical_unit = {self.bind(canonical_unit)} AND {condition}"
+
     def _number(self, param: SearchParameter, key: str, modifier: str,
                 alternatives: list[str]) -> tuple[str, str, bool]:
         if modifier:
@@ -382,13 +409,17 @@ class Compiler:
             if len(parts) not in (1, 3):
                 raise error(400, "invalid", f"{key} takes [prefix]number|system|code, not "
                             f"{text!r}", expression=key)
+            system, unit = ((p.replace("\x00", "|") for p in parts[1:]) if len(parts) == 3
+                            else (None, None))
+            canonical = self._canonical_condition(key, parts[0], system, unit)
+            if canonical is not None:
+                ors.append(canonical)
+                continue
             condition = self._number_condition(key, parts[0], "{x}.value")
-            if len(parts) == 3:
-                system, unit = (p.replace("\x00", "|") for p in parts[1:])
-                if system:
-                    condition += f" AND {{x}}.system = {self.bind(system)}"
-                if unit:
-                    condition += f" AND {{x}}.unit = {self.bind(unit)}"
+            if system:
+                condition += f" AND {{x}}.system = {self.bind(system)}"
+            if unit:
+                condition += f" AND {{x}}.unit = {self.bind(unit)}"
             ors.append(condition)
         return "search_quantity", " OR ".join(ors), False
 

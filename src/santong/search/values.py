@@ -15,6 +15,7 @@ from typing import Any
 
 from santong.fhir.datetimes import parse_range
 from santong.fhir.jsonio import PreciseDecimal
+from santong.search import ucum
 
 _NOT_WORD = re.compile(r"\s+")
 # CJK ideographs, kana and hangul: scripts written without spaces between words.
@@ -208,11 +209,25 @@ def number_values(node_type: str, value: Any) -> Iterator[tuple[Decimal, Decimal
             return
 
 
-QuantityRow = tuple[str | None, str | None, Decimal, Decimal, Decimal]
+QuantityRow = tuple[str | None, str | None, Decimal, Decimal, Decimal, str | None,
+                    Decimal | None]
+
+
+def canonical_quantity(system: str | None, unit: str | None, number: Decimal
+                       ) -> tuple[str | None, Decimal | None]:
+    """(canonical unit, value in it) for a UCUM quantity; (None, None) otherwise."""
+    if system != ucum.UCUM or not unit:
+        return None, None
+    found = ucum.canonical(unit)
+    if found is None:
+        return None, None
+    factor, canonical_unit = found
+    return canonical_unit, number * factor
 
 
 def quantity_values(node_type: str, value: Any) -> Iterator[QuantityRow]:
-    """(system, unit, value, low, high) of a Quantity (also Age, Duration, Money, …)."""
+    """(system, unit, value, low, high, canonical unit, canonical value) of a Quantity (also
+    Age, Duration, Money, …)."""
     if not isinstance(value, dict):
         return
     text = decimal_text(value.get("value"))
@@ -223,12 +238,13 @@ def quantity_values(node_type: str, value: Any) -> Iterator[QuantityRow]:
     except (InvalidOperation, ValueError):
         return
     if node_type == "Money" or "currency" in value:
-        yield "urn:iso:std:iso:4217", value.get("currency"), number, low, high
+        yield "urn:iso:std:iso:4217", value.get("currency"), number, low, high, None, None
         return
     unit = value.get("code") or value.get("unit")
-    yield value.get("system"), unit, number, low, high
+    system = value.get("system")
+    yield system, unit, number, low, high, *canonical_quantity(system, value.get("code"), number)
     if value.get("code") and value.get("unit") and value["unit"] != value["code"]:
-        yield value.get("system"), value["unit"], number, low, high
+        yield system, value["unit"], number, low, high, None, None
 
 
 def uri_values(node_type: str, value: Any) -> Iterator[str]:
