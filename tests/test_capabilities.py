@@ -19,11 +19,13 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     assert statement["kind"] == "instance"
     rest = statement["rest"][0]
     assert {r["type"] for r in rest["resource"]} == set(definitions.RESOURCE_TYPES)
-    assert {i["code"] for i in rest["interaction"]} >= {"history-system", "search-system"}
+    assert {i["code"] for i in rest["interaction"]} == {
+        "history-system", "search-system", "transaction", "batch"}
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
     assert {i["code"] for i in patient["interaction"]} >= {
         "read", "vread", "update", "delete", "history-instance", "history-type", "create",
-        "search-type"}
+        "search-type", "patch"}
     params = {p["name"]: p["type"] for p in patient["searchParam"]}
     assert params["name"] == "string" and params["birthdate"] == "date"
     assert params["identifier"] == "token" and params["general-practitioner"] == "reference"
@@ -37,6 +39,6 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     location = next(r for r in rest["resource"] if r["type"] == "Location")
     assert "near" not in {p["name"] for p in location["searchParam"]}
     assert patient["conditionalDelete"] == "single"
-    # Nothing unimplemented is claimed: no batch/transaction, no operations, no XML.
+    # Nothing unimplemented is claimed: no operations, no XML.
     assert "operation" not in rest
     assert all("xml" not in f for f in statement["format"])

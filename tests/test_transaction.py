@@ -217,9 +217,9 @@ async def test_processing_order_and_response_order(client: httpx.AsyncClient) ->
     history = (await client.get("_history", params={"_since": before, "_count": 100})).json()
     mine = [(e["request"]["method"], e["fullUrl"].split("/")[-1]) for e in history["entry"]
             if e["fullUrl"].split("/")[-1] in (kept["id"], gone["id"], created)]
-    # Newest first: the update after the create (dispatched as update-as-create) after the
-    # delete; then the creation of `gone` before the Bundle.
-    assert mine[:4] == [("PUT", kept["id"]), ("PUT", created), ("DELETE", gone["id"]),
+    # Newest first: the update after the create after the delete; then the creation of
+    # `gone` before the Bundle.
+    assert mine[:4] == [("PUT", kept["id"]), ("POST", created), ("DELETE", gone["id"]),
                         ("POST", gone["id"])]
 
 
@@ -316,9 +316,12 @@ async def test_entry_preconditions(client: httpx.AsyncClient) -> None:
     cached = await client.post("", json=bundle(
         "transaction", call("GET", url, ifNoneMatch='W/"2"'),
         call("GET", url, ifModifiedSince="Fri, 01 Jan 2100 00:00:00 GMT"),
-        call("GET", url, ifNoneMatch='W/"1"')))
-    assert [e["response"]["status"] for e in cached.json()["entry"]] == [
-        "304 Not Modified", "304 Not Modified", "200 OK"]
+        call("GET", url, ifNoneMatch='W/"1"'), call("HEAD", url)))
+    entries = cached.json()["entry"]
+    assert [e["response"]["status"] for e in entries] == [
+        "304 Not Modified", "304 Not Modified", "200 OK", "200 OK"]
+    assert entries[2]["resource"]["meta"]["versionId"] == "2"
+    assert "resource" not in entries[3] and entries[3]["response"]["etag"] == 'W/"2"'
 
 
 async def test_prefer_return(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,4 @@
-"""The `santong` command: serve, migrate, --version."""
+"""The `santong` command: serve, migrate, generate, load, --version."""
 
 from __future__ import annotations
 
@@ -120,6 +120,55 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate(args: argparse.Namespace) -> int:
+    import time
+    from datetime import date
+
+    from santong.generate import Dataset
+    from santong.generate.output import write_bundles, write_ndjson
+
+    if args.out is None and args.load is None:
+        return _fail("generate needs --out DIR and/or --load URL")
+    try:
+        as_of = date.fromisoformat(args.as_of)
+    except ValueError:
+        return _fail(f"--as-of must be a date (YYYY-MM-DD), not {args.as_of!r}")
+    dataset = Dataset(args.patients, seed=args.seed, as_of=as_of)
+    if args.out is not None:
+        started = time.monotonic()
+        writer = write_ndjson if args.format == "ndjson" else write_bundles
+        counts = writer(dataset, args.out)
+        print(f"santong: wrote {sum(counts.values())} resources for {args.patients} patients "
+              f"({args.format}) to {args.out} in {time.monotonic() - started:.1f} s")
+    if args.load is not None:
+        from santong.generate.load import load
+
+        started = time.monotonic()
+        result = load(dataset, args.load, mode=args.load_mode, workers=args.workers)
+        print(f"santong: loaded {result.resources} resources into {args.load} with "
+              f"{result.requests} requests in {time.monotonic() - started:.1f} s")
+        for failure in result.failures:
+            print(f"santong: {failure}", file=sys.stderr)
+        if result.failures:
+            return 1
+    return 0
+
+
+def load(args: argparse.Namespace) -> int:
+    from santong.loader import database_sender, http_sender, run
+
+    if args.url:
+        sender = http_sender(args.url)
+    else:
+        settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+        configure_logging(settings)
+        url = _database_url(settings)
+        _migrate(url)
+        sender = database_sender(url, pool_size=args.workers)
+    return run(args.paths, sender, workers=args.workers, batch_size=args.batch_size,
+               as_is=args.as_is, progress=False if args.no_progress else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="santong", description="Santong FHIR R4 server")
     parser.add_argument("--version", action="version", version=f"santong {__version__}")
@@ -134,6 +183,38 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd.add_argument("--data-dir", type=Path,
                              help="embedded database folder (SANTONG_DATA_DIR)")
     migrate_cmd.set_defaults(run=migrate)
+    load_cmd = commands.add_parser(
+        "load", help="load Bundles, resources and NDJSON files (or folders of them)")
+    load_cmd.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                          help=".json (Bundle or resource) and .ndjson files, or folders")
+    load_cmd.add_argument("--url", metavar="FHIR_BASE",
+                          help="a running server, e.g. http://127.0.0.1:8080/fhir (default: "
+                               "the database directly, SANTONG_DATABASE_URL or embedded)")
+    load_cmd.add_argument("--data-dir", type=Path,
+                          help="embedded database folder (SANTONG_DATA_DIR)")
+    load_cmd.add_argument("--workers", type=int, default=4, help="Bundles in flight (4)")
+    load_cmd.add_argument("--batch-size", type=int, default=500,
+                          help="resources per batch Bundle for NDJSON and loose files (500)")
+    load_cmd.add_argument("--as-is", action="store_true",
+                          help="send POSTs as they are (a re-run may then duplicate them)")
+    load_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    load_cmd.set_defaults(run=load)
+    gen_cmd = commands.add_parser(
+        "generate", help="generate a county medical community as FHIR data (deterministic)")
+    gen_cmd.add_argument("--patients", type=int, default=100, help="residents (default 100)")
+    gen_cmd.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    gen_cmd.add_argument("--format", choices=("ndjson", "bundles"), default="ndjson",
+                         help="NDJSON per resource type, or transaction Bundles per patient")
+    gen_cmd.add_argument("--out", type=Path, help="output folder")
+    gen_cmd.add_argument("--as-of", default="2025-06-30",
+                         help="the generated world's today (default 2025-06-30)")
+    gen_cmd.add_argument("--load", metavar="FHIR_BASE",
+                         help="also load the data into a running server, e.g. "
+                              "http://127.0.0.1:8080/fhir")
+    gen_cmd.add_argument("--load-mode", choices=("put", "transaction"), default="put",
+                         help="PUT each resource with its id (default), or POST transactions")
+    gen_cmd.add_argument("--workers", type=int, default=8, help="concurrent load requests")
+    gen_cmd.set_defaults(run=generate)
     return parser
 
 

@@ -163,7 +163,7 @@ def status_line(status: int) -> str:
         return str(status)
 
 
-def response_entry(response: FhirResponse, full_url: str | None = None) -> dict[str, Any]:
+def response_entry(response: FhirResponse, method: str = "") -> dict[str, Any]:
     """`Bundle.entry` of a batch-response or transaction-response for one answer."""
     answer: dict[str, Any] = {"status": status_line(response.status)}
     headers = response.headers
@@ -176,9 +176,9 @@ def response_entry(response: FhirResponse, full_url: str | None = None) -> dict[
         if moment is not None:
             answer["lastModified"] = instant(moment)
     entry: dict[str, Any] = {}
-    if full_url:
-        entry["fullUrl"] = full_url
-    if response.body is not None:
+    if method == "HEAD":
+        pass  # like HTTP HEAD: the status and headers only
+    elif response.body is not None:
         entry["resource"] = orjson.Fragment(response.body)
     elif isinstance(response.resource, dict):
         if response.resource.get("resourceType") == "OperationOutcome":

@@ -23,6 +23,9 @@ class FhirRequest:
     context: RequestContext = field(default_factory=RequestContext)
     # An already-parsed body (a Bundle entry's resource); takes precedence over `body`.
     resource: Any = None
+    # The id a create must use: a transaction assigns ids before it writes (to rewrite
+    # references to them); a plain REST create leaves it None and the server draws one.
+    assigned_id: str | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

@@ -59,5 +59,5 @@ async def batch(router: Router, request: FhirRequest, raw: list[Any]) -> FhirRes
     responses: dict[int, FhirResponse] = {}
     for entry in sorted(entries, key=lambda e: e.order):
         responses[entry.index] = await _run(router, request, entry, placeholders)
-    answers = [response_entry(responses[entry.index]) for entry in entries]
+    answers = [response_entry(responses[entry.index], entry.method) for entry in entries]
     return FhirResponse(200, resource=response_bundle("batch-response", answers))

@@ -16,8 +16,8 @@ from santong.fhir.request import FhirResponse
 from santong.fhir.versioning import instant, now
 from santong.search.parameters import parameters_for
 
-_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type",
-                 "create", "search-type")
+_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",
+                 "history-type", "create", "search-type")
 _STARTED = instant(now())
 
 
@@ -65,14 +65,18 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "implementation": {"description": "Santong FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
             "documentation": "Unknown search parameters are ignored and reported in an "
                              "OperationOutcome entry, unless Prefer: handling=strict. Token "
                              ":in/:not-in/:above/:below use the ValueSets and CodeSystems "
-                             "stored here. Special parameters (near) are not supported.",
+                             "stored here. Special parameters (near) are not supported. PATCH: "
+                             "JSON Patch (RFC 6902) and FHIRPath Patch (Parameters); "
+                             "conditional patch on a single match.",
             "resource": resources,
-            "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+            "interaction": [{"code": code} for code in (
+                "transaction", "batch", "search-system", "history-system")],
             "searchParam": [
                 {"name": name, "type": kind,
                  "definition": f"http://hl7.org/fhir/SearchParameter/Resource{name}"}

@@ -30,7 +30,10 @@ async def create(call: Call) -> FhirResponse:
                         f"{len(matches)} resources: the criteria must select at most one")
         if matches:
             return write_result(call.request, matches[0], 200, "Resource already exists")
+    assigned = call.request.assigned_id
     while True:
-        stored = await create_version_1(call.tx, resource, new_id(), "POST")
-        if stored is not None:  # a random uuid collides only in theory
+        stored = await create_version_1(call.tx, resource, assigned or new_id(), "POST")
+        if stored is not None:
             return write_result(call.request, stored, 201, "Created")
+        if assigned:  # a random uuid collides only in theory; an assigned one cannot be redrawn
+            raise error(409, "conflict", f"{call.type}/{assigned} already exists")

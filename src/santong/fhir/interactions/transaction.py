@@ -74,12 +74,10 @@ async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan
             plan.criteria[key] = f"{resource_type}/{found[0].id}"
             return plan.criteria[key]
     id = new_id()
-    entry.resource["id"] = id
-    headers = {k: v for k, v in entry.headers.items() if k != "if-none-exist"}
-    headers["if-none-match"] = "*"
     request = entry.request(outer)
-    request.method, request.path, request.query = "PUT", f"{resource_type}/{id}", []
-    request.headers = {**request.headers, **headers}
+    # Settled here: the create writes under this id, without matching its criteria again.
+    request.assigned_id = id
+    request.headers = {k: v for k, v in request.headers.items() if k != "if-none-exist"}
     plan.requests[entry.index] = request
     if if_none_exist:
         plan.criteria[criteria_key(resource_type, parse_conditional(if_none_exist))] = (
@@ -178,5 +176,5 @@ async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> F
             # A repeated conditional create finds what the first one created.
             done = responses[first]
             responses[index] = FhirResponse(200, done.resource, done.body, dict(done.headers))
-    answers = [response_entry(responses[entry.index]) for entry in entries]
+    answers = [response_entry(responses[entry.index], entry.method) for entry in entries]
     return FhirResponse(200, resource=response_bundle("transaction-response", answers))
