@@ -23,22 +23,18 @@ from sqlalchemy.engine import make_url
 
 from santong.api.app import create_app
 from santong.settings import Settings
-from santong.storage.database import normalise_url, start_embedded_postgres
+from santong.storage.database import (
+    asyncpg_connect_args,
+    normalise_url,
+    start_embedded_postgres,
+)
 from santong.storage.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _asyncpg_dsn(url: str) -> tuple[str, dict[str, str]]:
-    parsed = make_url(url)
-    host = parsed.query.get("host")
-    dsn = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
-    return dsn, ({"host": host} if isinstance(host, str) else {})
-
-
 async def _admin(url: str, statement: str) -> None:
-    dsn, extra = _asyncpg_dsn(url)
-    connection = await asyncpg.connect(dsn, **extra)
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
         await connection.execute(statement)
     finally:

@@ -124,7 +124,10 @@ class Router:
                 call.member_type = segments[2]
         if tx is not None:
             return await handler(call)
-        async with self.repository.transaction() as own:
+        # GET and HEAD only read (search-type POST _search too, but it is rare enough).
+        opened = (self.repository.reading() if request.method in ("GET", "HEAD")
+                  else self.repository.transaction())
+        async with opened as own:
             call.tx = own
             return await handler(call)
 

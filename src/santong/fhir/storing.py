@@ -52,7 +52,7 @@ async def create_version_1(
     rid = await tx.insert_first_version(resource_type, id, moment, content, method)
     if rid is None:
         return None
-    await replace_index(tx.connection, rid, resource_type, index_rows(stored))
+    await replace_index(tx.connection, rid, resource_type, index_rows(stored), new=True)
     return StoredVersion(resource_type, id, 1, moment, False, content, method, rid=rid)
 
 

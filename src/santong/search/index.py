@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -120,10 +121,6 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
     return rows
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-
-
 # The columns of each index table after rid and resource_type, with their SQL types.
 TABLES: dict[str, tuple[str, ...]] = {
     "string": ("code text", "value text", "exact text"),
@@ -139,43 +136,52 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _replace_statement() -> str:
+# Every index table with its columns after rid and resource_type (SQL types for the arrays).
+_ALL_TABLES: dict[str, tuple[str, ...]] = {
+    **TABLES, "composite": ("code text", "components jsonb"), "text": ("code text",
+                                                                       "document text"),
+}
+# How each table's unnested row becomes its columns (the text document is analysed here).
+_SELECT = {"text": "t.code, to_tsvector('simple', t.document)"}
+
+
+@lru_cache(maxsize=1024)
+def _statement(tables: tuple[str, ...], delete: bool) -> Any:
+    """One statement that (optionally) clears a resource's rows and inserts the given tables'.
+
+    Built per combination of non-empty tables and cached, so each is prepared once per
+    connection; a new resource skips the deletes.
+    """
     parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = :rid)"
-             for name in (*TABLES, "text", "composite")]
-    for name, columns in TABLES.items():
-        names = [c.split()[0] for c in columns]
-        unnests = ", ".join(f"CAST(:{name}_{n} AS {t}[])"
-                            for n, t in (c.split() for c in columns))
+             for name in _ALL_TABLES] if delete else []
+    for name in tables:
+        columns = [c.split() for c in _ALL_TABLES[name]]
+        names = ", ".join(n for n, _ in columns)
+        unnests = ", ".join(f"CAST(:{name}_{n} AS {'text' if t == 'jsonb' else t}[])"
+                            for n, t in columns)
+        select = _SELECT.get(name) or ", ".join(
+            f"CAST(t.{n} AS jsonb)" if t == "jsonb" else f"t.{n}" for n, t in columns)
         parts.append(
-            f"i_{name} AS (INSERT INTO search_{name} (rid, resource_type, {', '.join(names)})"
-            f" SELECT :rid, :resource_type, * FROM unnest({unnests}))"
+            f"i_{name} AS (INSERT INTO search_{name} (rid, resource_type, {names})"
+            f" SELECT :rid, :resource_type, {select} FROM unnest({unnests}) AS t({names}))"
         )
-    parts.append(
-        "i_composite AS (INSERT INTO search_composite (rid, resource_type, code, components)"
-        " SELECT :rid, :resource_type, t.code, CAST(t.components AS jsonb)"
-        " FROM unnest(CAST(:composite_code AS text[]), CAST(:composite_components AS text[]))"
-        " AS t(code, components))"
-    )
-    parts.append(
-        "i_text AS (INSERT INTO search_text (rid, resource_type, code, document)"
-        " SELECT :rid, :resource_type, t.code, to_tsvector('simple', t.document)"
-        " FROM unnest(CAST(:text_code AS text[]), CAST(:text_document AS text[]))"
-        " AS t(code, document))"
-    )
-    return "WITH " + ", ".join(parts) + " SELECT 1"
-
-
-_REPLACE = text(_replace_statement())
+    return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
 
 
 async def replace_index(connection: Any, rid: int, resource_type: str,
-                        rows: IndexRows | None) -> None:
-    """Make the index rows of resource `rid` exactly `rows` (None: a deletion, no rows)."""
+                        rows: IndexRows | None, *, new: bool = False) -> None:
+    """Make the index rows of resource `rid` exactly `rows` (None: a deletion, no rows).
+
+    `new`: the resource was just created, so it has no rows to delete yet.
+    """
     rows = rows or IndexRows()
     params: dict[str, Any] = {"rid": rid, "resource_type": resource_type}
-    for name, columns in (*TABLES.items(), ("text", ("code", "document")),
-                          ("composite", ("code", "components"))):
-        for column_name, column in zip(columns, _columns(getattr(rows, name), len(columns)),
-                                       strict=True):
-            params[f"{name}_{column_name.split()[0]}"] = column
-    await connection.execute(_REPLACE, params)
+    tables = tuple(name for name in _ALL_TABLES if getattr(rows, name))
+    for name in tables:
+        columns = [c.split()[0] for c in _ALL_TABLES[name]]
+        for column, values_ in zip(columns, zip(*getattr(rows, name), strict=True),
+                                   strict=True):
+            params[f"{name}_{column}"] = list(values_)
+    statement = _statement(tables, not new)
+    if statement is not None:
+        await connection.execute(statement, params)

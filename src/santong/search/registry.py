@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from santong.fhir.outcome import error
 from santong.search import parameters
+from santong.storage.database import asyncpg_connect_args
 
 log = logging.getLogger(__name__)
 CHANNEL = "santong_search_parameters"
@@ -62,7 +63,6 @@ class CustomParameters:
         self.registered: set[str] = set()
         self._lock = asyncio.Lock()
         self._listener: asyncpg.Connection | None = None
-        self._raw: Any = None
         self._poller: asyncio.Task[None] | None = None
 
     async def sync(self, *, force: bool = False) -> None:
@@ -90,12 +90,10 @@ class CustomParameters:
         self._poller = asyncio.create_task(self._poll(poll_seconds))
         await self.sync(force=True)
         try:
-            raw = await self.engine.raw_connection()
-            driver = raw.driver_connection
-            assert isinstance(driver, asyncpg.Connection)
-            await driver.add_listener(CHANNEL, self._notified)
-            self._listener = driver
-            self._raw = raw
+            # A connection of its own, outside the pool: it stays open to LISTEN.
+            self._listener = await asyncpg.connect(**asyncpg_connect_args(self.engine.url),
+                                                   timeout=5)
+            await self._listener.add_listener(CHANNEL, self._notified)
         except Exception as exc:  # polling still keeps processes consistent
             log.warning("cannot LISTEN for SearchParameter changes (%s); polling only", exc)
 
@@ -117,8 +115,4 @@ class CustomParameters:
         if self._poller is not None:
             self._poller.cancel()
         if self._listener is not None:
-            try:
-                await self._listener.remove_listener(CHANNEL, self._notified)
-            except Exception:
-                log.debug("listener already gone")
-            self._raw.close()
+            await self._listener.close(timeout=5)

@@ -58,12 +58,24 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def asyncpg_connect_args(url: str | URL) -> dict[str, object]:
+    """Keyword arguments for `asyncpg.connect` to the database a SQLAlchemy URL names."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    args: dict[str, object] = {
+        "user": parsed.username, "password": parsed.password, "database": parsed.database,
+        "host": parsed.query.get("host") or parsed.host, "port": parsed.port,
+    }
+    return {k: v for k, v in args.items() if v is not None}
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per request): a connection broken by a database restart
+        # fails its request with 503 and is discarded; the next one connects afresh.
+        pool_pre_ping=False,
         # Fail fast when the database is down, so clients get a prompt 503.
         connect_args={"timeout": 5, "command_timeout": 60},
     )

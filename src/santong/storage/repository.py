@@ -56,18 +56,22 @@ _READ_VERSION = text(
     "SELECT version_id, last_updated, method, content FROM resource_history"
     " WHERE resource_type = :t AND id = :id AND version_id = :v"
 )
+# One round trip per write: the history row is inserted by the same statement, and only if
+# the current row was (a taken id inserts nothing).
 _INSERT_CURRENT = text(
-    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content)"
-    " VALUES (:t, :id, :v, :ts, false, :c) ON CONFLICT (resource_type, id) DO NOTHING"
-    " RETURNING rid"
+    "WITH current AS (INSERT INTO resource (resource_type, id, version_id, last_updated,"
+    " deleted, content) VALUES (:t, :id, :v, :ts, false, :c)"
+    " ON CONFLICT (resource_type, id) DO NOTHING RETURNING rid),"
+    " history AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated,"
+    " method, content) SELECT :t, :id, :v, :ts, :m, :c FROM current)"
+    " SELECT rid FROM current"
 )
 _UPDATE_CURRENT = text(
-    "UPDATE resource SET version_id = :v, last_updated = :ts, deleted = :d, content = :c"
-    " WHERE resource_type = :t AND id = :id RETURNING rid"
-)
-_INSERT_HISTORY = text(
-    "INSERT INTO resource_history (resource_type, id, version_id, last_updated, method, content)"
-    " VALUES (:t, :id, :v, :ts, :m, :c)"
+    "WITH current AS (UPDATE resource SET version_id = :v, last_updated = :ts, deleted = :d,"
+    " content = :c WHERE resource_type = :t AND id = :id RETURNING rid),"
+    " history AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated,"
+    " method, content) SELECT :t, :id, :v, :ts, :m, :c FROM current)"
+    " SELECT rid FROM current"
 )
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 
@@ -103,11 +107,9 @@ class Transaction:
     ) -> int | None:
         """Insert version 1 of a new resource and return its rid; None if the id is taken."""
         params = {"t": resource_type, "id": id, "v": 1, "ts": last_updated, "c": content}
-        inserted = (await self.connection.execute(_INSERT_CURRENT, params)).first()
-        if inserted is None:
-            return None
-        await self.connection.execute(_INSERT_HISTORY, {**params, "m": method})
-        return int(inserted[0])
+        inserted = (await self.connection.execute(_INSERT_CURRENT, {**params, "m": method})
+                    ).first()
+        return None if inserted is None else int(inserted[0])
 
     async def write_next_version(
         self,
@@ -122,8 +124,8 @@ class Transaction:
         params = {
             "t": resource_type, "id": id, "v": version_id, "ts": last_updated, "c": content,
         }
-        updated = await self.connection.execute(_UPDATE_CURRENT, {**params, "d": content is None})
-        await self.connection.execute(_INSERT_HISTORY, {**params, "m": method})
+        updated = await self.connection.execute(
+            _UPDATE_CURRENT, {**params, "d": content is None, "m": method})
         return int(updated.scalar_one())
 
     async def lock(self, key: str) -> None:
@@ -219,3 +221,11 @@ class Repository:
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.engine.begin() as connection:
             yield Transaction(connection)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Transaction]:
+        """For interactions that only read: no BEGIN/COMMIT round trips. Under READ COMMITTED
+        each statement sees its own snapshot either way, so nothing is lost."""
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield Transaction(autocommit)
