@@ -74,7 +74,8 @@ async def test_create_assigns_id_and_meta(client: httpx.AsyncClient) -> None:
 async def test_decimal_precision_is_preserved(client: httpx.AsyncClient) -> None:
     body = (b'{"resourceType":"Observation","status":"final","code":{"text":"BP"},'
             b'"valueQuantity":{"value":120.50,"unit":"mmHg"},'
-            b'"referenceRange":[{"low":{"value":1.0E2},"high":{"value":0.1234567890123456789}}]}')
+            b'"referenceRange":[{"low":{"value":1.0E2},"high":{"value":0.1234567890123456789}},'
+            b'{"low":{"value":123456789012345678901234567890}}]}')
     response = await client.post("Observation", content=body,
                                  headers={"Content-Type": "application/fhir+json"})
     assert response.status_code == 201, response.text
@@ -82,6 +83,7 @@ async def test_decimal_precision_is_preserved(client: httpx.AsyncClient) -> None
     assert b'"value":120.50' in read.content
     assert b'"value":1.0E2' in read.content
     assert b'"value":0.1234567890123456789' in read.content
+    assert b'"value":123456789012345678901234567890' in read.content
 
 
 async def test_delete_then_read_gives_410_and_history_keeps_versions(

@@ -40,8 +40,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _large_int(text: str) -> int:
-    return int(text)
+def _parse_int(text: str) -> int | float:
+    value = int(text)
+    # orjson writes 64-bit integers only; a larger one (a decimal, never a FHIR integer) keeps
+    # its digits as a PreciseDecimal.
+    return value if -(2**63) <= value < 2**64 else PreciseDecimal(text)
 
 
 class JsonError(ValueError):
@@ -53,10 +56,27 @@ def loads(body: bytes | str) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise JsonError(str(exc)) from None
-    raw = body if isinstance(body, bytes) else body.encode()
-    if _IMPRECISE_NUMBER.search(raw):
-        value = json.loads(raw, parse_float=_parse_float, parse_constant=_reject_constant)
+    # Only a body with a float can have lost digits (ints beyond 64 bits also arrive as float);
+    # the regex then spares the common decimals a float gives back unchanged.
+    if _has_float(value):
+        raw = body if isinstance(body, bytes) else body.encode()
+        if _IMPRECISE_NUMBER.search(raw):
+            value = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int,
+                               parse_constant=_reject_constant)
     return value
+
+
+def _has_float(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, float):
+            return True
+    return False
 
 
 def _default(obj: Any) -> Any:
