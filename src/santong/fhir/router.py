@@ -135,6 +135,7 @@ class Router:
         """Answer a single REST call, turning every failure into an OperationOutcome."""
         try:
             response_media_type(request)
+            _check_text(request)
             response = await self.dispatch(request)
             if (self.custom_parameters is not None and request.method != "GET"
                     and request.path.startswith("SearchParameter")):
@@ -162,6 +163,16 @@ class Router:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return FhirResponse(500, resource=operation_outcome([Issue(
             "exception", f"Internal server error (request {request.context.request_id})")]))
+
+
+def _check_text(request: FhirRequest) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it in the path and parameters up front."""
+    if "\x00" in request.path:
+        raise error(400, "invalid", "The URL contains a NUL character")
+    for key, value in request.query:
+        if "\x00" in key or "\x00" in value:
+            raise error(400, "invalid", f"Parameter {key!r} contains a NUL character",
+                        expression=key.replace("\x00", ""))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -329,8 +329,8 @@ class Compiler:
                         expression=key) from None
         if prefix == "ap":  # approximately: the range widened by 10% of its distance from now
             slack = max(abs(datetime.now(start.tzinfo) - start) / 10, timedelta(days=1))
-            start, end = start - slack, end + slack
-            prefix = "ap"
+            start = start - slack if start - values.DATE_MIN > slack else values.DATE_MIN
+            end = end + slack if values.DATE_MAX - end > slack else values.DATE_MAX
         s, e = self.bind(start), self.bind(end)
         contained = f"{low} >= {s} AND {high} <= {e}"
         return {

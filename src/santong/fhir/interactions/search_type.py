@@ -44,7 +44,10 @@ def _parameters(call: Call) -> list[tuple[str, str]]:
     if call.request.method == "POST":
         check_body_media_type(call.request, allowed={_FORM})
         body = (call.request.body or b"").decode("utf-8", errors="replace")
-        params.extend(parse_qsl(body, keep_blank_values=True))
+        form = parse_qsl(body, keep_blank_values=True)
+        if any("\x00" in k or "\x00" in v for k, v in form):
+            raise error(400, "invalid", "The search form contains a NUL character")
+        params.extend(form)
     return params
 
 
