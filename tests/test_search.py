@@ -340,3 +340,44 @@ async def test_terminology_modifiers(client: httpx.AsyncClient) -> None:
     missing = await client.get("Condition", params={"code:in": "http://nowhere/ValueSet/x"})
     assert missing.status_code == 400
     assert missing.json()["issue"][0]["expression"] == ["code:in"]
+
+
+async def test_access_filter_limits_matches_and_includes(
+    client: httpx.AsyncClient, clinic: str, database_url: str,
+) -> None:
+    """The request context's search filter (what authorisation will fill) narrows every query."""
+    import orjson
+
+    from santong.fhir import jsonio
+    from santong.fhir.context import RequestContext
+    from santong.fhir.request import FhirRequest
+    from santong.fhir.router import Router
+    from santong.settings import Settings
+    from santong.storage.database import create_engine
+    from santong.storage.repository import Repository
+
+    class OnlyZhang(RequestContext):
+        def search_filter(self, resource_type: str) -> tuple[str, dict[str, Any]] | None:
+            if resource_type == "Patient":
+                return "r.id = :only", {"only": f"{clinic}-zs"}
+            return None
+
+    engine = create_engine(database_url)
+    try:
+        router = Router(Repository(engine), Settings())
+        request = FhirRequest("GET", "Observation", query=[
+            ("_tag", f"{TAG}|{clinic}"), ("_include", "Observation:subject")],
+            base_url="http://testserver/fhir", context=OnlyZhang())
+        response = await router.handle(request)
+        entries = orjson.loads(jsonio.dumps(response.resource))["entry"]
+        included = {e["resource"]["id"] for e in entries if e["search"]["mode"] == "include"}
+        matches = [e for e in entries if e["search"]["mode"] == "match"]
+        assert len(matches) == 2  # Observations are not limited
+        patients = await router.handle(FhirRequest(
+            "GET", "Patient", query=[("_tag", f"{TAG}|{clinic}")],
+            base_url="http://testserver/fhir", context=OnlyZhang()))
+        assert patients.resource["total"] == 1
+    finally:
+        await engine.dispose()
+    # The other Observation's subject (Müller) is filtered out of the includes.
+    assert included == {f"{clinic}-zs"}

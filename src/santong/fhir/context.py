@@ -7,6 +7,7 @@ consult `access_filter` so an authorisation layer can narrow every query in SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +20,9 @@ class RequestContext:
     def may(self, interaction: str, resource_type: str | None) -> bool:
         """Whether the caller may do `interaction` on `resource_type` (open until auth)."""
         return True
+
+    def search_filter(self, resource_type: str) -> tuple[str, dict[str, Any]] | None:
+        """SQL over the resource row `r` that limits what this caller may see of a type (for
+        a patient-scoped token, its compartment); None: no limit. Search ANDs it into every
+        query it runs for the caller, matches and includes alike."""
+        return None

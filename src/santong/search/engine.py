@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -51,6 +51,8 @@ class SearchSpec:
     revincludes: list[tuple[str, bool]] = field(default_factory=list)
     compartment: tuple[str, str] | None = None  # (compartment type, id)
     max_includes: int = 1000
+    # What the caller may see: RequestContext.search_filter (None until authorisation lands).
+    access: Callable[[str], tuple[str, dict[str, Any]] | None] | None = None
 
 
 @dataclass
@@ -190,6 +192,11 @@ def compile_where(spec: SearchSpec, compiler: Compiler) -> tuple[str, Compiled]:
         conditions = [f"r.resource_type = {compiler.bind(resource_type)}", *compiled_type.where]
         if spec.compartment is not None:
             conditions.append(f"({_compartment_condition(spec, resource_type, compiler)})")
+        limit = spec.access(resource_type) if spec.access else None
+        if limit is not None:
+            sql, binds = limit
+            conditions.append(sql)
+            compiler.binds.update(binds)
         per_type.append(" AND ".join(f"({c})" for c in conditions))
     where = " OR ".join(f"({c})" for c in per_type) if len(per_type) > 1 else per_type[0]
     return f"({where}) AND NOT r.deleted", compiled
@@ -302,6 +309,7 @@ async def _includes(
                 "source": source, "codes": _reference_codes(source, code, "_revinclude"),
                 "target": target, "limit": spec.max_includes})
             found += [StoredVersion(r[0], r[1], r[2], r[3], False, r[4], rid=r[5]) for r in rows]
+        found = await _visible(connection, spec, found)
         fresh = []
         for version in found:
             if (version.resource_type, version.id) not in seen:
@@ -314,6 +322,26 @@ async def _includes(
             return included
         frontier = fresh
     return included
+
+
+async def _visible(connection: AsyncConnection, spec: SearchSpec,
+                   versions: list[StoredVersion]) -> list[StoredVersion]:
+    """The included resources the caller may see (the access filter, per type)."""
+    if spec.access is None or not versions:
+        return versions
+    allowed: set[int] = set()
+    for resource_type in {v.resource_type for v in versions}:
+        limit = spec.access(resource_type)
+        rids = [v.rid for v in versions if v.resource_type == resource_type]
+        if limit is None:
+            allowed.update(rids)
+            continue
+        sql, binds = limit
+        rows = await connection.execute(
+            text(f"SELECT r.rid FROM resource r WHERE r.rid = ANY(:_rids) AND ({sql})"),
+            {**binds, "_rids": rids})
+        allowed.update(row[0] for row in rows)
+    return [v for v in versions if v.rid in allowed]
 
 
 def parse_list(values: list[str]) -> list[str]:

@@ -75,6 +75,7 @@ def _spec(call: Call, types: list[str], params: list[tuple[str, str]]) -> Search
         revincludes=[(v, False) for v in parse_list(_values(params, "_revinclude"))]
         + [(v, True) for v in parse_list(_values(params, "_revinclude:iterate"))],
         max_includes=settings.max_include_results,
+        access=call.request.context.search_filter,
     )
 
 
