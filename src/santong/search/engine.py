@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from santong import definitions
 from santong.fhir.outcome import error
 from santong.search import terminology
+from santong.search.index import json_value
 from santong.search.parameters import get, parameters_for
 from santong.search.query import Compiled, Compiler, split_values
 from santong.storage.repository import StoredVersion
@@ -108,16 +109,8 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
     return expanded
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
 def _encode_cursor(values: Sequence[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([_encode(v) for v in values])).decode()
+    return base64.urlsafe_b64encode(orjson.dumps([json_value(v) for v in values])).decode()
 
 
 def _decode_cursor(cursor: str, width: int) -> list[Any]:

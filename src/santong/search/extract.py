@@ -478,16 +478,7 @@ class _Compiler:
                     keys = table[owner] = _children(owner, name)
                 if not keys or type(value) is not dict:
                     continue
-                for key, etype in keys:
-                    child = value.get(key)
-                    if child is None:
-                        continue
-                    if type(child) is list:
-                        for one in child:
-                            if one is not None:
-                                result.append((etype or _resource_type(one), one))
-                    else:
-                        result.append((etype or _resource_type(child), child))
+                _append_children(result, value, keys)
             return result
 
         return step, None if out is None else frozenset(out)
@@ -662,6 +653,21 @@ class _Compiler:
         raise _Unsupported(f"function {name}() with {arity} argument(s)")
 
 
+def _append_children(result: list[_Item], value: dict[str, Any],
+                     keys: tuple[tuple[str, str], ...]) -> None:
+    """Append the children of `value` under `keys`, typed (resources by their resourceType)."""
+    for key, etype in keys:
+        child = value.get(key)
+        if child is None:
+            continue
+        if type(child) is list:
+            for one in child:
+                if one is not None:
+                    result.append((etype or _resource_type(one), one))
+        else:
+            result.append((etype or _resource_type(child), child))
+
+
 def _static_member(keys: tuple[tuple[str, str], ...]) -> _Fn:
     """A member step on items all of one known type (the common case): no per-item lookup."""
     if not keys:
@@ -689,16 +695,7 @@ def _static_member(keys: tuple[tuple[str, str], ...]) -> _Fn:
         for _, value in focus:
             if type(value) is not dict:
                 continue
-            for key, etype in keys:
-                child = value.get(key)
-                if child is None:
-                    continue
-                if type(child) is list:
-                    for one in child:
-                        if one is not None:
-                            result.append((etype or _resource_type(one), one))
-                else:
-                    result.append((etype or _resource_type(child), child))
+            _append_children(result, value, keys)
         return result
 
     return choice_step

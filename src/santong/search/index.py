@@ -78,14 +78,15 @@ def _composite_rows(resource: dict[str, Any], param: SearchParameter) -> list[st
             rows = typed_rows(component.type, nodes)
             if not rows:
                 break
-            document.append([dict(zip(names, map(_json_value, row), strict=True))
+            document.append([dict(zip(names, map(json_value, row), strict=True))
                              for row in rows])
         else:
             documents.append(orjson.dumps(document).decode())
     return documents
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """An index value as JSON: datetimes as ISO 8601, decimals as exact strings."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):

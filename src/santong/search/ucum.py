@@ -9,12 +9,16 @@ about a millisecond and the write path indexes many quantities.
 from __future__ import annotations
 
 import logging
+import threading
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
 UCUM = "http://unitsofmeasure.org"
 log = logging.getLogger(__name__)
+# The registry is warmed in a thread at start-up while requests may already convert: one
+# registry, one conversion at a time (quantities of two registries cannot be compared).
+_lock = threading.Lock()
 
 
 @cache
@@ -32,7 +36,8 @@ def canonical(unit: str) -> tuple[Decimal, str] | None:
     form and are compared as written.
     """
     try:
-        quantity = (1 * _registry().from_ucum(unit)).to_base_units()
+        with _lock:
+            quantity = (1 * _registry().from_ucum(unit)).to_base_units()
         # Floats carry about 15 significant digits: 0.9999999999999999 is 1.
         factor = Decimal(format(float(quantity.magnitude), ".15g"))
     except Exception as exc:  # ucumvert/pint raise many kinds for units they cannot reduce

@@ -25,6 +25,19 @@ async def lock_criteria(call: Call, params: list[tuple[str, str]]) -> None:
     await call.tx.lock(f"{call.type}?{urlencode(sorted(_selecting(params)))}")
 
 
+async def select_single(call: Call, params: list[tuple[str, str]], purpose: str
+                        ) -> StoredVersion | None:
+    """The one resource the criteria select (None if none), under the criteria's lock until
+    this transaction ends; 412 when they select several (http://hl7.org/fhir/R4/http.html#ccreate).
+    """
+    await lock_criteria(call, params)
+    matches = await match(call, params)
+    if len(matches) > 1:
+        raise error(412, "multiple-matches", f"The criteria match {len(matches)} resources: "
+                    f"{purpose} needs at most one")
+    return matches[0] if matches else None
+
+
 async def match(call: Call, params: list[tuple[str, str]], limit: int = 2) -> list[StoredVersion]:
     selecting = _selecting(params)
     if not selecting:

@@ -9,7 +9,7 @@ identical conditional creates produce one resource.
 from __future__ import annotations
 
 from santong.fhir.call import Call
-from santong.fhir.interactions.conditional import lock_criteria, match
+from santong.fhir.interactions.conditional import select_single
 from santong.fhir.outcome import error
 from santong.fhir.payload import parse_resource
 from santong.fhir.representation import write_result
@@ -22,14 +22,10 @@ async def create(call: Call) -> FhirResponse:
     resource = parse_resource(call.request, call.type)
     if_none_exist = call.request.header("if-none-exist")
     if if_none_exist:
-        params = parse_conditional(if_none_exist)
-        await lock_criteria(call, params)
-        matches = await match(call, params)
-        if len(matches) > 1:
-            raise error(412, "duplicate", f"If-None-Exist {if_none_exist!r} matches "
-                        f"{len(matches)} resources: the criteria must select at most one")
-        if matches:
-            return write_result(call.request, matches[0], 200, "Resource already exists")
+        existing = await select_single(call, parse_conditional(if_none_exist),
+                                       "a conditional create (If-None-Exist)")
+        if existing is not None:
+            return write_result(call.request, existing, 200, "Resource already exists")
     assigned = call.request.assigned_id
     while True:
         stored = await create_version_1(call.tx, resource, assigned or new_id(), "POST")

@@ -9,8 +9,8 @@ DELETE [base]/[type]?[search] deletes the single match; several matches give 412
 from __future__ import annotations
 
 from santong.fhir.call import Call
-from santong.fhir.interactions.conditional import lock_criteria, match
-from santong.fhir.outcome import error, information
+from santong.fhir.interactions.conditional import select_single
+from santong.fhir.outcome import information
 from santong.fhir.representation import prefer_return
 from santong.fhir.request import FhirResponse
 from santong.fhir.storing import write_next
@@ -40,14 +40,9 @@ async def delete_resource(call: Call, id: str) -> FhirResponse:
 
 
 async def conditional_delete(call: Call) -> FhirResponse:
-    params = call.request.query
-    await lock_criteria(call, params)
-    matches = await match(call, params)
-    if len(matches) > 1:
-        raise error(412, "multiple-matches", f"The criteria match {len(matches)} resources: "
-                    "this server deletes one resource per conditional delete")
-    if not matches:
+    found = await select_single(call, call.request.query, "a conditional delete")
+    if found is None:
         if prefer_return(call.request) == "OperationOutcome":
             return FhirResponse(200, resource=information("No resource matched: nothing deleted"))
         return FhirResponse(204)
-    return await delete_resource(call, matches[0].id)
+    return await delete_resource(call, found.id)

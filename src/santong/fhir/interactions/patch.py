@@ -25,7 +25,7 @@ from santong.fhir import jsonio
 from santong.fhir.call import Call
 from santong.fhir.fhirpatch import apply_fhirpath_patch
 from santong.fhir.formats import FHIR_JSON, JSON
-from santong.fhir.interactions.conditional import lock_criteria, match
+from santong.fhir.interactions.conditional import select_single
 from santong.fhir.outcome import FhirError, Issue, error
 from santong.fhir.payload import parse_resource, read_body
 from santong.fhir.representation import write_result
@@ -131,12 +131,7 @@ async def patch(call: Call) -> FhirResponse:
 
 
 async def conditional_patch(call: Call) -> FhirResponse:
-    params = call.request.query
-    await lock_criteria(call, params)
-    matches = await match(call, params)
-    if len(matches) > 1:
-        raise error(412, "multiple-matches", f"The criteria match {len(matches)} resources: "
-                    "a conditional patch needs exactly one")
-    if not matches:
+    found = await select_single(call, call.request.query, "a conditional patch")
+    if found is None:
         raise error(404, "not-found", "No resource matches the criteria: nothing to patch")
-    return await patch_resource(call, matches[0].id)
+    return await patch_resource(call, found.id)

@@ -29,7 +29,7 @@ from santong.fhir.entries import (
     resolve_all_conditional,
     response_entry,
 )
-from santong.fhir.interactions.conditional import lock_criteria, match
+from santong.fhir.interactions.conditional import lock_criteria, match, select_single
 from santong.fhir.outcome import FhirError, error
 from santong.fhir.representation import write_result
 from santong.fhir.request import FhirRequest, FhirResponse
@@ -63,15 +63,11 @@ async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan
             plan.same_as[entry.index] = plan.targets[plan.criteria[key]]
             return plan.criteria[key]
         call.resource_type = resource_type
-        await lock_criteria(call, params)
-        found = await match(call, params)
-        if len(found) > 1:
-            raise error(412, "duplicate", f"ifNoneExist {if_none_exist!r} matches "
-                        f"{len(found)} resources: the criteria must select at most one")
-        if found:
+        existing = await select_single(call, params, "a conditional create (ifNoneExist)")
+        if existing is not None:
             plan.answered[entry.index] = write_result(
-                entry.request(outer), found[0], 200, "Resource already exists")
-            plan.criteria[key] = f"{resource_type}/{found[0].id}"
+                entry.request(outer), existing, 200, "Resource already exists")
+            plan.criteria[key] = f"{resource_type}/{existing.id}"
             return plan.criteria[key]
     id = new_id()
     request = entry.request(outer)

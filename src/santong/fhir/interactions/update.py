@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from santong.fhir.call import Call
-from santong.fhir.interactions.conditional import lock_criteria, match
+from santong.fhir.interactions.conditional import select_single
 from santong.fhir.outcome import error
 from santong.fhir.payload import parse_resource
 from santong.fhir.representation import write_result
@@ -58,15 +58,10 @@ async def update_resource(call: Call, id: str, resource: dict[str, Any]) -> Fhir
 
 async def conditional_update(call: Call) -> FhirResponse:
     resource = parse_resource(call.request, call.type)
-    params = call.request.query
-    await lock_criteria(call, params)
-    matches = await match(call, params)
+    found = await select_single(call, call.request.query, "a conditional update")
     body_id = resource.get("id")
-    if len(matches) > 1:
-        raise error(412, "multiple-matches", f"The criteria match {len(matches)} resources: "
-                    "a conditional update needs at most one")
-    if matches:
-        target = matches[0].id
+    if found is not None:
+        target = found.id
         if body_id is not None and body_id != target:
             raise error(400, "invalid", f"The resource id {body_id!r} differs from the matched "
                         f"resource {call.type}/{target}", expression=f"{call.type}.id")
