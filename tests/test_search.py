@@ -223,6 +223,14 @@ async def test_sort_and_keyset_paging(client: httpx.AsyncClient, people: str) ->
             break
         page = (await client.get(url)).json()
     assert order == [f"{people}-ls", f"{people}-mu", f"{people}-zs"]
+    # And back again with the previous links, from the last page to the first.
+    assert not any(li["relation"] == "previous" for li in first.json()["link"])
+    back = [e["resource"]["id"] for e in page["entry"]]
+    while (url := next((li["url"] for li in page["link"] if li["relation"] == "previous"),
+                       None)) is not None:
+        page = (await client.get(url)).json()
+        back = [e["resource"]["id"] for e in page["entry"]] + back
+    assert back == order
     by_name = (await client.get("Patient", params={"_tag": tag, "_sort": "family,_id"})).json()
     assert [e["resource"]["id"] for e in by_name["entry"]] == [
         f"{people}-mu", f"{people}-zs", f"{people}-ls"]  # Müller < 张 < 李 in code points
@@ -381,3 +389,24 @@ async def test_access_filter_limits_matches_and_includes(
         await engine.dispose()
     # The other Observation's subject (Müller) is filtered out of the includes.
     assert included == {f"{clinic}-zs"}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+@pytest.mark.parametrize("sort", ["_id", "-birthdate", "family,-_id", "-gender,birthdate"])
+async def test_previous_links_walk_back_the_same_pages(
+    client: httpx.AsyncClient, people: str, count: int, sort: str,
+) -> None:
+    params = {"_tag": f"{TAG}|{people}", "_sort": sort, "_count": count}
+    pages = [(await client.get("Patient", params=params)).json()]
+    while (url := next((li["url"] for li in pages[-1]["link"] if li["relation"] == "next"),
+                       None)) is not None:
+        pages.append((await client.get(url)).json())
+    forward = [[e["resource"]["id"] for e in p.get("entry", [])] for p in pages]
+    assert sum(len(p) for p in forward) == 3
+    backward = [forward[-1]]
+    page = pages[-1]
+    while (url := next((li["url"] for li in page["link"] if li["relation"] == "previous"),
+                       None)) is not None:
+        page = (await client.get(url)).json()
+        backward.insert(0, [e["resource"]["id"] for e in page.get("entry", [])])
+    assert backward == forward

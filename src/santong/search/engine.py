@@ -66,6 +66,7 @@ class SearchResult:
     ignored: list[str]
     sql: str = ""
     binds: dict[str, Any] = field(default_factory=dict)
+    previous_cursor: str | None = None
 
 
 @dataclass
@@ -109,19 +110,23 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
     return expanded
 
 
-def _encode_cursor(values: Sequence[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([json_value(v) for v in values])).decode()
+def _encode_cursor(values: Sequence[Any], backwards: bool = False) -> str:
+    """The sort-key values of a page's edge row; `backwards` for a `previous` link."""
+    document = {"b" if backwards else "a": [json_value(v) for v in values]}
+    return base64.urlsafe_b64encode(orjson.dumps(document)).decode()
 
 
-def _decode_cursor(cursor: str, width: int) -> list[Any]:
+def _decode_cursor(cursor: str, width: int) -> tuple[list[Any], bool]:
+    """(sort-key values, backwards?) of a cursor."""
     try:
-        values = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        document = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, orjson.JSONDecodeError):
-        values = None
+        document = None
+    values = document.get("a", document.get("b")) if isinstance(document, dict) else None
     if not isinstance(values, list) or len(values) != width:
         raise error(400, "invalid", "Malformed or outdated _cursor: start again from the first "
                     "page", expression="_cursor")
-    return values
+    return values, "b" in document
 
 
 def _keyset_condition(keys: list[_SortKey], cursor: list[Any], compiler: Compiler) -> str:
@@ -209,22 +214,33 @@ async def search(connection: AsyncConnection, spec: SearchSpec) -> SearchResult:
         explained = (await connection.execute(plan, compiler.binds)).scalar_one()
         document = orjson.loads(explained) if isinstance(explained, str) else explained
         total = int(document[0]["Plan"]["Plan Rows"])
-    page_where = where
+    page_where, backwards = where, False
     if spec.cursor:
-        cursor = _decode_cursor(spec.cursor, len(keys))
-        page_where += " AND " + _keyset_condition(keys, cursor, compiler)
-    order = ", ".join(f"{k.sql} {'DESC' if k.descending else 'ASC'}" for k in keys)
+        cursor, backwards = _decode_cursor(spec.cursor, len(keys))
+        # A previous page is the next page of the reversed order, read back to front.
+        order_keys = [_SortKey(k.sql, k.descending != backwards, k.cast) for k in keys]
+        page_where += " AND " + _keyset_condition(order_keys, cursor, compiler)
+    else:
+        order_keys = keys
+    order = ", ".join(f"{k.sql} {'DESC' if k.descending else 'ASC'}" for k in order_keys)
     columns = ", ".join(f"{k.sql} AS k{n}" for n, k in enumerate(keys))
     sql = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content, r.rid,"
            f" {columns} FROM resource r WHERE {page_where} ORDER BY {order}"
            f" LIMIT {int(spec.count) + 1}")
     rows = list(await connection.execute(text(sql), compiler.binds))
     page, more = rows[:spec.count], len(rows) > spec.count
+    if backwards:
+        page.reverse()
     matches = [StoredVersion(r[0], r[1], r[2], r[3], False, r[4], rid=r[5]) for r in page]
-    next_cursor = _encode_cursor(list(page[-1][6:])) if more and page else None
+    # Forwards, there is a next page when the query found more, and a previous one whenever
+    # this page is not the first; backwards, the other way round.
+    has_next = bool(page) and (backwards or more)
+    has_previous = bool(page) and spec.cursor is not None and (more or not backwards)
+    next_cursor = _encode_cursor(list(page[-1][6:])) if has_next else None
+    previous_cursor = _encode_cursor(list(page[0][6:]), backwards=True) if has_previous else None
     included = await _includes(connection, spec, matches)
     return SearchResult(matches, included, next_cursor, total, compiled.applied,
-                        compiled.ignored, sql, dict(compiler.binds))
+                        compiled.ignored, sql, dict(compiler.binds), previous_cursor)
 
 
 def _include_targets(value: str, key: str) -> tuple[str, str | None, str | None]:

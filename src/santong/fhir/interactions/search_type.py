@@ -97,6 +97,9 @@ def _bundle(call: Call, params: list[tuple[str, str]], result: SearchResult,
     echoed = [*result.applied, *[(k, v) for k, v in params if k in _SHAPING]]
     cursor = next(iter(_values(params, "_cursor")), None)
     links = [("self", link(call.request, [*echoed, *([("_cursor", cursor)] if cursor else [])]))]
+    if result.previous_cursor:
+        links.append(("previous", link(call.request,
+                                       [*echoed, ("_cursor", result.previous_cursor)])))
     if result.next_cursor:
         links.append(("next", link(call.request, [*echoed, ("_cursor", result.next_cursor)])))
     entries = [_entry(call, m, "match", summary, elements) for m in result.matches]
