@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # Seconds uvicorn waits for in-flight requests on shutdown.
     graceful_shutdown_seconds: int = 30
     workers: int = Field(default=1, ge=1)
+    # Profiles every written resource of a type must meet: "Patient=url,Observation=url2".
+    required_profiles: str = ""
+    # A folder of JSON resources (StructureDefinitions, ValueSets, CodeSystems) loaded at start.
+    profiles_dir: Path | None = None
 
 
 @lru_cache(maxsize=1)

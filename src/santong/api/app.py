@@ -30,6 +30,7 @@ from santong.settings import Settings, get_settings
 from santong.storage.database import create_engine
 from santong.storage.migrate import current_revision, head_revision
 from santong.storage.repository import Repository
+from santong.validation.registry import ProfileRegistry
 
 log = logging.getLogger("santong")
 FHIR_BASE = "/fhir"
@@ -97,10 +98,19 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             await custom.start()
         except Exception as exc:  # the database may be down: serve 503s until it is back
             log.warning("custom SearchParameters not loaded yet: %s", exc)
-        app.state.router = Router(Repository(engine), settings, custom)
+        profiles = ProfileRegistry(engine, settings.required_profiles)
+        if settings.profiles_dir is not None:
+            profiles.load_folder(settings.profiles_dir)
+        try:
+            await profiles.start()
+        except Exception as exc:  # as above: the poll picks them up once the database is back
+            log.warning("profiles not loaded yet: %s", exc)
+        app.state.profiles = profiles
+        app.state.router = Router(Repository(engine), settings, custom, profiles)
         try:
             yield
         finally:
+            await profiles.stop()
             await custom.stop()
             await engine.dispose()
             await warm

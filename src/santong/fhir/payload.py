@@ -13,6 +13,7 @@ from santong.fhir.formats import check_body_media_type
 from santong.fhir.outcome import FhirError, Issue, error
 from santong.fhir.request import FhirRequest
 from santong.validation import validate_resource
+from santong.validation.registry import validate_write
 
 # Issue codes that mean "parsed, but the content breaks a rule" rather than "not valid FHIR JSON".
 _UNPROCESSABLE = {"required", "business-rule", "invariant"}
@@ -49,4 +50,9 @@ def parse_resource(request: FhirRequest, resource_type: str) -> dict[str, Any]:
         if errors:
             status = 422 if all(i.code in _UNPROCESSABLE for i in errors) else 400
             raise FhirError(status, issues)
+    # Profiles the resource claims (meta.profile) or must meet, when loaded; warnings pass.
+    profile_problems = validate_write(resource)
+    if any(p.severity in ("error", "fatal") for p in profile_problems):
+        raise FhirError(422, [Issue(p.code, p.diagnostics, p.severity, p.expression)
+                              for p in profile_problems])
     return resource

@@ -31,14 +31,22 @@ from santong.fhir.interactions.search_type import (
     search_system,
     search_type,
 )
+from santong.fhir.interactions.terminology import (
+    expand_value_set,
+    lookup_code,
+    translate_code,
+    validate_code,
+)
 from santong.fhir.interactions.transaction import transaction
 from santong.fhir.interactions.update import conditional_update, update
+from santong.fhir.interactions.validate import validate
 from santong.fhir.interactions.vread import vread
 from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.search.registry import CustomParameters
 from santong.settings import Settings
 from santong.storage.repository import Repository, Transaction
+from santong.validation import registry as profile_registry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     (): {"GET": search_system},
     ("$reindex",): {"POST": reindex},
     ("T", "$reindex"): {"POST": reindex},
+    ("T", "$validate"): {"POST": validate},
+    ("T", "I", "$validate"): {"GET": validate, "POST": validate},
     ("metadata",): {"GET": capabilities},
     ("_history",): {"GET": history},
     ("T",): {"GET": search_type, "POST": create, "PUT": conditional_update,
@@ -60,13 +70,26 @@ _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     ("T", "I", "_history"): {"GET": history},
     ("T", "I", "I"): {"GET": search_compartment},
     ("T", "I", "_history", "V"): {"GET": vread},
+    # Terminology operations (fhir/interactions/terminology.py): GET and POST alike.
+    ("T", "$expand"): {"GET": expand_value_set, "POST": expand_value_set},
+    ("T", "I", "$expand"): {"GET": expand_value_set, "POST": expand_value_set},
+    ("T", "$validate-code"): {"GET": validate_code, "POST": validate_code},
+    ("T", "I", "$validate-code"): {"GET": validate_code, "POST": validate_code},
+    ("T", "$lookup"): {"GET": lookup_code, "POST": lookup_code},
+    ("T", "$translate"): {"GET": translate_code, "POST": translate_code},
+    ("T", "I", "$translate"): {"GET": translate_code, "POST": translate_code},
 }
+# Which resource types each terminology operation is defined on.
+_OPERATION_TYPES = {"$expand": ("ValueSet",), "$validate-code": ("ValueSet", "CodeSystem"),
+                    "$lookup": ("CodeSystem",), "$translate": ("ConceptMap",)}
 
 
 def _shape(segments: list[str]) -> tuple[str, ...]:
     shape: list[str] = []
     for position, segment in enumerate(segments):
-        if segment in ("metadata", "_history", "_search", "$reindex") and position in (0, 1, 2):
+        if position in (0, 1, 2) and (segment in ("metadata", "_history", "_search", "$reindex",
+                                                     "$validate")
+                                      or segment in _OPERATION_TYPES):
             shape.append(segment)
         else:
             shape.append("TIIV"[position] if position < 4 else "?")
@@ -75,10 +98,12 @@ def _shape(segments: list[str]) -> tuple[str, ...]:
 
 class Router:
     def __init__(self, repository: Repository, settings: Settings,
-                 custom_parameters: CustomParameters | None = None) -> None:
+                 custom_parameters: CustomParameters | None = None,
+                 profiles: profile_registry.ProfileRegistry | None = None) -> None:
         self.repository = repository
         self.settings = settings
         self.custom_parameters = custom_parameters
+        self.profiles = profiles
 
     def route(self, request: FhirRequest) -> tuple[Handler, list[str]]:
         segments = [s for s in request.path.split("/") if s]
@@ -97,7 +122,12 @@ class Router:
         if segments and segments[0] not in ("metadata", "_history", "$reindex"):
             if not definitions.is_resource_type(segments[0]):
                 raise error(404, "not-supported", f"Unknown resource type {segments[0]!r}")
-            is_id = len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex")
+            is_id = len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex",
+                                                          "$validate", *_OPERATION_TYPES)
+            operation = segments[-1] if segments[-1] in _OPERATION_TYPES else None
+            if operation and segments[0] not in _OPERATION_TYPES[operation]:
+                raise error(400, "not-supported", f"Operation {operation} is not defined on "
+                            f"{segments[0]} (only on {', '.join(_OPERATION_TYPES[operation])})")
             if is_id and not _ID.match(segments[1]):
                 raise error(400, "invalid", f"Invalid resource id {segments[1]!r}: ids are "
                                 "1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
@@ -114,21 +144,32 @@ class Router:
             return await process(self, request, entries)
         handler, segments = self.route(request)
         call = Call(request, tx, self.settings)  # type: ignore[arg-type]
+        if self.profiles is not None:
+            profile_registry.activate(self.profiles)
         if segments and segments[0] not in ("metadata", "_history", "$reindex"):
             call.resource_type = segments[0]
-            if len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex"):
+            if len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex",
+                                                     "$validate", *_OPERATION_TYPES):
                 call.id = segments[1]
             if len(segments) == 4:
                 call.version_id = segments[3]
-            elif len(segments) == 3 and segments[2] != "_history":
+            elif len(segments) == 3 and segments[2] not in ("_history", "$validate",
+                                                            *_OPERATION_TYPES):
                 call.member_type = segments[2]
+        # Profiles, ValueSets and CodeSystems changed: every process reloads at commit.
+        announce = (call.resource_type in profile_registry.WATCHED_TYPES
+                    and request.method not in ("GET", "HEAD") and segments[-1][:1] != "$")
         if tx is not None:
+            if announce:
+                await profile_registry.announce(tx.connection)
             return await handler(call)
         # GET and HEAD only read (search-type POST _search too, but it is rare enough).
         opened = (self.repository.reading() if request.method in ("GET", "HEAD")
                   else self.repository.transaction())
         async with opened as own:
             call.tx = own
+            if announce:
+                await profile_registry.announce(own.connection)
             return await handler(call)
 
     async def handle(self, request: FhirRequest) -> FhirResponse:
@@ -141,6 +182,10 @@ class Router:
                     and request.path.startswith("SearchParameter")):
                 # This process indexes with the new parameter from its very next write.
                 await self.custom_parameters.sync()
+            if (self.profiles is not None and request.method != "GET" and (
+                    request.path.split("/")[0] in profile_registry.WATCHED_TYPES
+                    or not request.path.strip("/"))):
+                await self.profiles.sync()  # this process validates with it from now on
             return response
         except FhirError as exc:
             return FhirResponse(exc.status, resource=exc.outcome(), headers=dict(exc.headers))

@@ -17,6 +17,7 @@ from santong.fhir.versioning import instant, now
 from santong.search import registry as search_parameters
 from santong.search.index import index_rows, replace_index
 from santong.storage.repository import StoredVersion, Transaction
+from santong.workflow import check_write
 
 
 def new_id() -> str:
@@ -44,6 +45,7 @@ async def create_version_1(
 ) -> StoredVersion | None:
     """Store a new resource under `id`; None when that id already exists."""
     resource_type = resource["resourceType"]
+    check_write(resource_type, None, resource, method)  # workflow rules (santong.workflow)
     if resource_type == "SearchParameter":
         search_parameters.check(resource)
         await search_parameters.announce(tx.connection)
@@ -61,6 +63,11 @@ async def write_next(
 ) -> StoredVersion:
     """Store the version after `current` (locked FOR UPDATE); `resource` None deletes."""
     version_id = current.version_id + 1
+    if resource is not None and current.resource_type == "Task":
+        # workflow rules (santong.workflow): a re-created resource starts afresh
+        previous = None if current.deleted or not current.content else jsonio.loads(
+            current.content)
+        check_write(current.resource_type, previous, resource, method)
     if current.resource_type == "SearchParameter":
         if resource is not None:
             search_parameters.check(resource)

@@ -500,11 +500,13 @@ class _Record:
         if evidence is not None:
             sr["supportingInfo"] = [ref(evidence)]
         sr = self.add(sr)
-        task: Resource = {
-            "resourceType": "Task",
-            "identifier": [{"system": codes.SID_REFERRAL_NO, "value": number}],
-            "status": state,
-        }
+        task: Resource = {"resourceType": "Task"}
+        if state not in ("draft", "requested"):
+            # copied in with the referral under way (santong.workflow.referral.MIGRATED)
+            task["meta"] = {"tag": [{"system": codes.LOCAL + "/CodeSystem/workflow-control",
+                                     "code": "migrated"}]}
+        task["identifier"] = [{"system": codes.SID_REFERRAL_NO, "value": number}]
+        task["status"] = state
         if state == "rejected":
             task["statusReason"] = {"text": rng.choice(("床位不足", "超出诊疗范围"))}
         task.update({
