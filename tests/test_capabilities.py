@@ -39,6 +39,10 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     location = next(r for r in rest["resource"] if r["type"] == "Location")
     assert "near" not in {p["name"] for p in location["searchParam"]}
     assert patient["conditionalDelete"] == "single"
-    # Nothing unimplemented is claimed: no operations, no XML.
-    assert "operation" not in rest
+    # Operations: $validate everywhere, the terminology ones on their types, $reindex.
+    assert {o["name"] for o in patient["operation"]} == {"validate"}
+    value_set = next(r for r in rest["resource"] if r["type"] == "ValueSet")
+    assert {o["name"] for o in value_set["operation"]} == {"validate", "expand", "validate-code"}
+    assert [o["name"] for o in rest["operation"]] == ["reindex"]
+    # Nothing unimplemented is claimed: no XML.
     assert all("xml" not in f for f in statement["format"])

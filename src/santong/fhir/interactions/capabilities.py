@@ -38,6 +38,21 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     return params
 
 
+_CORE_OPERATIONS = "http://hl7.org/fhir/OperationDefinition/"
+# Type-level operations beyond $validate (which every type has), by resource type.
+_OPERATIONS = {
+    "ValueSet": (("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")),
+    "CodeSystem": (("lookup", "CodeSystem-lookup"), ("validate-code", "CodeSystem-validate-code")),
+    "ConceptMap": (("translate", "ConceptMap-translate"),),
+}
+
+
+def _operations(resource_type: str) -> list[dict[str, str]]:
+    named = (("validate", "Resource-validate"), *_OPERATIONS.get(resource_type, ()))
+    return [{"name": name, "definition": _CORE_OPERATIONS + definition}
+            for name, definition in named]
+
+
 def capability_statement(base_url: str) -> dict[str, Any]:
     resources = [
         {
@@ -52,6 +67,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "searchParam": _search_params(resource_type),
+            "operation": _operations(resource_type),
         }
         for resource_type in sorted(definitions.RESOURCE_TYPES)
     ]
@@ -82,6 +98,10 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                  "definition": f"http://hl7.org/fhir/SearchParameter/Resource{name}"}
                 for name, kind in (("_id", "token"), ("_lastUpdated", "date"))
             ],
+            # Rebuilds search indexes (after a custom SearchParameter); not an HL7 operation,
+            # so its definition is the project's own (placeholder canonical base).
+            "operation": [{"name": "reindex", "definition":
+                           "http://santong.example.org/fhir/OperationDefinition/reindex"}],
         }],
     }
 
