@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import tarfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 FHIR_JSON = "application/fhir+json"
+ROOT = Path(__file__).resolve().parent.parent
+R4_PACKAGE = "hl7.fhir.r4.examples@4.0.1"
+
+
+@functools.cache
+def r4_base() -> Path:
+    """The unpacked official R4 package (definitions and examples): $SANTONG_R4_PACKAGE or
+    /tmp/r4pkg/package when present, otherwise fetched once with `npm pack` into .cache/ (CI
+    has npm; without it the tests that need the package fail rather than skip)."""
+    given = Path(os.environ.get("SANTONG_R4_PACKAGE", "/tmp/r4pkg/package"))
+    if (given / "StructureDefinition-Patient.json").is_file():
+        return given
+    cache = ROOT / ".cache" / "r4"
+    unpacked = cache / "package"
+    if not (unpacked / "StructureDefinition-Patient.json").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        packed = subprocess.run(["npm", "pack", R4_PACKAGE, "--silent"], cwd=cache, check=True,
+                                capture_output=True, text=True).stdout.split()[-1]
+        with tarfile.open(cache / packed) as archive:
+            archive.extractall(cache, filter="data")
+        (cache / packed).unlink()
+    return unpacked
 
 
 def unique(prefix: str = "t") -> str:

@@ -9,15 +9,14 @@ import importlib.util
 import json
 import random
 import shutil
-import subprocess
 import sys
-import tarfile
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import fhirpathpy
 import pytest
+from tests.helpers import r4_base
 
 from santong.generate import Dataset, codes
 from santong.generate.identifiers import (
@@ -57,27 +56,6 @@ PROFILES = {r["url"]: r for r in RESOURCES.values()
             if r["resourceType"] == "StructureDefinition" and r["type"] != "Extension"}
 PROFILE_FOR_TYPE = {r["type"]: url for url, r in PROFILES.items()}
 CODE_SYSTEMS = {r["url"]: r for r in RESOURCES.values() if r["resourceType"] == "CodeSystem"}
-R4_PACKAGE = "hl7.fhir.r4.examples@4.0.1"
-
-
-@functools.cache
-def r4_base() -> Path:
-    """The unpacked official R4 package: SANTONG_R4_PACKAGE / /tmp/r4pkg/package when present,
-    otherwise fetched once with `npm pack` into .cache/ (CI has npm; a missing npm fails)."""
-    if (gen_snapshots.DEFAULT_BASE / "StructureDefinition-Patient.json").is_file():
-        return gen_snapshots.DEFAULT_BASE
-    cache = ROOT / ".cache" / "r4"
-    unpacked = cache / "package"
-    if not (unpacked / "StructureDefinition-Patient.json").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        packed = subprocess.run(["npm", "pack", R4_PACKAGE, "--silent"], cwd=cache, check=True,
-                                capture_output=True, text=True).stdout.split()[-1]
-        with tarfile.open(cache / packed) as archive:
-            archive.extractall(cache, filter="data")
-        (cache / packed).unlink()
-    return unpacked
-
-
 def _profile(rtype: str) -> dict[str, Any]:
     return PROFILES[PROFILE_FOR_TYPE[rtype]]
 

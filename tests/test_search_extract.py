@@ -13,10 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.helpers import r4_base
 
-from santong.search import extract, parameters
+from santong.generate import Dataset
+from santong.search import extract, index, parameters
 from santong.search.extract import ExtractionError, Node
-from santong.search.parameters import InvalidSearchParameter
+from santong.search.parameters import InvalidSearchParameter, parameters_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "r4"
 SP = "http://hl7.org/fhir/SearchParameter/"
@@ -580,3 +582,61 @@ def test_register_rejects(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidSearchParameter, match=message):
         parameters.register(custom(**overrides))
     assert parameters.by_url(CUSTOM_URL) is None
+
+
+# --- indexing skips parameters whose elements a resource lacks -------------------------------
+
+
+@pytest.mark.parametrize(("expression", "elements"), [
+    ("Patient.name", {"name"}),
+    ("(Observation.value as Quantity) | (Observation.value as SampledData)", {"value"}),
+    ("Observation.extension('http://x').value", {"extension"}),
+    ("Resource.meta.tag", {"meta"}),
+    ("Bundle.entry[0].resource", {"entry"}),
+    ("Account.subject.where(resolve() is Patient) | Account.owner", {"subject", "owner"}),
+    ("Observation", None),  # the resource itself (composites)
+    ("Patient.where(name.exists())", None),  # a function on the resource
+    ("%resource.name", None),
+    ("Observation.component.where(code = 'a' | 'b').value", {"component"}),
+])
+def test_first_elements(expression: str, elements: set[str] | None) -> None:
+    found = index.first_elements(expression)
+    assert (found if found is None else set(found)) == elements
+
+
+def test_element_names_of_choice_and_primitive_extension_keys() -> None:
+    assert "multipleBirth" in index._element_names("multipleBirthBoolean")
+    assert "value" in index._element_names("valueQuantity")
+    assert "birthDate" in index._element_names("_birthDate")
+
+
+def _official_examples() -> Iterator[dict[str, Any]]:
+    for path in sorted(r4_base().glob("*.json")):
+        resource = orjson.loads(path.read_bytes())
+        if isinstance(resource, dict) and "resourceType" in resource and parameters_for(
+                resource["resourceType"]) and resource["resourceType"] != "Bundle":
+            yield resource
+
+
+def test_skipping_absent_elements_never_changes_the_index(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over every official R4 example and a generated community, indexing with the element
+    gate gives exactly the rows that evaluating every parameter gives."""
+    examples = list(_official_examples())
+    assert len(examples) > 2000
+    examples += Dataset(20, seed=5).resources()
+    gated = [index.index_rows(r) for r in examples]
+    monkeypatch.setattr(index, "first_elements", lambda expression: None)
+    for resource, rows in zip(examples, gated, strict=True):
+        assert rows == index.index_rows(resource), (resource["resourceType"], resource.get("id"))
+
+
+@pytest.mark.parametrize("expression", [
+    "Patient.deceased.exists() and Patient.deceased != false",
+    "Patient.name.empty()",
+    "Patient.name.union(Patient.contact.name)",
+    "Patient.name.count()",
+    "Observation.value is Quantity",
+])
+def test_first_elements_refuses_what_gives_values_from_nothing(expression: str) -> None:
+    assert index.first_elements(expression) is None

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import text
 
 from santong.search import values
-from santong.search.extract import ExtractionError, Node, extract, extract_composite
+from santong.search.extract import ExtractionError, Node, evaluate_relative, extract
 from santong.search.parameters import SearchParameter, by_url, parameters_for
 
 log = logging.getLogger(__name__)
@@ -65,23 +65,39 @@ def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _composite_rows(resource: dict[str, Any], param: SearchParameter) -> list[str]:
-    """One JSON document per composite value: each component's index rows, by column name."""
+def _composite_rows(resource: dict[str, Any], param: SearchParameter,
+                    seen: dict[tuple[int, str], list[Any] | None]) -> list[str]:
+    """One JSON document per composite value: each component's index rows, by column name.
+
+    Every component is selected before any is turned into rows, and the value dropped when
+    one selects nothing: most composites (Observation's code-value-*) have no value for a given
+    resource. `seen` keeps one resource's component rows: composites share components.
+    """
     documents = []
-    components = [by_url(url) for url, _ in param.components]
-    for _, parts in extract_composite(resource, param):
-        document = []
-        for component, nodes in zip(components, parts, strict=True):
-            if component is None or component.type not in TABLES:
+    components = [(by_url(url), expression) for url, expression in param.components]
+    if any(c is None or c.type not in TABLES for c, _ in components):
+        return documents
+    resource_type = resource["resourceType"]
+    for node in extract(resource, param):
+        selected = []
+        for component, expression in components:
+            nodes = evaluate_relative(resource_type, expression, node, resource)
+            if not nodes:
                 break
-            names = [c.split()[0] for c in TABLES[component.type][1:]]
-            rows = typed_rows(component.type, nodes)
-            if not rows:
-                break
-            document.append([dict(zip(names, map(json_value, row), strict=True))
-                             for row in rows])
+            selected.append((component, expression, nodes))
         else:
-            documents.append(orjson.dumps(document).decode())
+            document = []
+            for component, expression, nodes in selected:
+                key = (id(node.value), f"{component.url} {expression}")
+                if key not in seen:
+                    names = [c.split()[0] for c in TABLES[component.type][1:]]
+                    seen[key] = [dict(zip(names, map(json_value, row), strict=True))
+                                 for row in typed_rows(component.type, nodes)] or None
+                if seen[key] is None:
+                    break
+                document.append(seen[key])
+            else:
+                documents.append(orjson.dumps(document).decode())
     return documents
 
 
@@ -94,15 +110,87 @@ def json_value(value: Any) -> Any:
     return value
 
 
+# A call's arguments, innermost first (`where(resolve() is Patient)` → `where!`).
+_CALL_ARGUMENTS = re.compile(r"(\w+)\([^()]*\)")
+# A path from the resource, optionally cast: `Observation.value as Quantity`, `Resource.meta.tag`.
+_PATH = re.compile(r"[A-Z]\w*((?:\.\w+!?|\[\d+\])+)(?:\s+as\s+[\w.]+)?")
+# Functions that give a value even on an empty collection (`Patient.deceased.exists() and …`).
+_VALUE_FROM_NOTHING = frozenset({
+    "exists", "empty", "not", "count", "all", "allTrue", "anyTrue", "allFalse", "anyFalse",
+    "hasValue", "iif", "union", "combine", "isDistinct", "subsetOf", "supersetOf", "memberOf",
+    "conformsTo", "htmlChecks", "is", "and", "or", "xor", "implies",
+})
+
+
+def _alternatives(expression: str) -> list[str]:
+    """The expression split at its top-level `|` unions."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(expression):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(expression[start:i])
+            start = i + 1
+    parts.append(expression[start:])
+    return parts
+
+
+@lru_cache(maxsize=8192)
+def first_elements(expression: str) -> frozenset[str] | None:
+    """The top-level elements `expression` can select from; None when it cannot be told.
+
+    Only for plain paths (with `where`, `as`, `extension(…)` and the like on the way): an
+    empty start then selects nothing, so indexing skips a parameter whose elements a resource
+    lacks without evaluating it — most parameters of a type do not apply to a given resource.
+    """
+    names = set()
+    for alternative in _alternatives(expression):
+        reduced, previous = alternative, ""
+        while reduced != previous:
+            previous, reduced = reduced, _CALL_ARGUMENTS.sub(r"\1!", reduced)
+        reduced = reduced.strip().removeprefix("(").removesuffix(")").strip()
+        match = _PATH.fullmatch(reduced)
+        if match is None:
+            return None
+        steps = match.group(1).replace("[", ".[").split(".")[1:]
+        if any(step.rstrip("!") in _VALUE_FROM_NOTHING for step in steps):
+            return None
+        first = steps[0].rstrip("!") if steps[0] == "extension!" else steps[0]
+        if not first.isidentifier():  # a function on the resource itself, or an index
+            return None
+        names.add(first)
+    return frozenset(names)
+
+
+@lru_cache(maxsize=4096)
+def _element_names(key: str) -> tuple[str, ...]:
+    """The element names a JSON key may belong to: itself, and each camelCase prefix (choice
+    types: `valueQuantity` is `value`; `multipleBirthBoolean` is `multipleBirth`); `_x` is x."""
+    key = key.removeprefix("_")
+    return (key, *(key[:i] for i in range(1, len(key)) if key[i].isupper()))
+
+
+def _present(resource: dict[str, Any]) -> set[str]:
+    return {name for key in resource for name in _element_names(key)}
+
+
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
+    present = _present(resource)
+    seen: dict[tuple[int, str], list[Any] | None] = {}
     for code, param in parameters_for(resource_type).items():
         if code in _ROW_PARAMETERS or code in ("_text", "_content") or param.type == "special":
             continue
+        if param.expression is not None:
+            elements = first_elements(param.expression)
+            if elements is not None and elements.isdisjoint(present):
+                continue
         if param.type == "composite":
             try:
-                rows.composite += [(code, d) for d in _composite_rows(resource, param)]
+                rows.composite += [(code, d) for d in _composite_rows(resource, param, seen)]
             except ExtractionError as exc:
                 log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue

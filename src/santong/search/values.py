@@ -19,7 +19,9 @@ from santong.search import ucum
 
 _NOT_WORD = re.compile(r"\s+")
 # CJK ideographs, kana and hangul: scripts written without spaces between words.
-_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff])")
+_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK = re.compile(f"[{_CJK_CHARS}]")
+_CJK_RUN = re.compile(f"[{_CJK_CHARS}]+")
 _REFERENCE = re.compile(
     r"^(?:(?P<base>.*)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
     r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
@@ -39,7 +41,12 @@ def normalise(text: str) -> str:
 
 def text_document(text: str) -> str:
     """Text for PostgreSQL full-text search, with each CJK character a word of its own."""
-    return _CJK.sub(r" \1 ", normalise(text))
+    # One replacement per run of characters, not per character: this runs on every write.
+    return _CJK_RUN.sub(_spaced, normalise(text))
+
+
+def _spaced(run: re.Match[str]) -> str:
+    return f" {' '.join(run.group())} "
 
 
 def string_values(node_type: str, value: Any) -> Iterator[str]:
@@ -66,16 +73,23 @@ def string_values(node_type: str, value: Any) -> Iterator[str]:
         yield from string_leaves(value)
 
 
-def string_leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if key not in ("resourceType", "id", "url", "system", "reference", "div"):
-                yield from string_leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from string_leaves(item)
+_NOT_TEXT = frozenset({"resourceType", "id", "url", "system", "reference", "div"})
+
+
+def string_leaves(value: Any) -> list[str]:
+    """Every string in `value` but identifiers, URLs and narrative, in document order."""
+    out: list[str] = []
+    # An explicit stack instead of recursive generators: this runs over every written resource.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            stack.extend(v for k, v in reversed(item.items()) if k not in _NOT_TEXT)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return out
 
 
 Token = tuple[str | None, str | None, str | None, str | None, str | None]
