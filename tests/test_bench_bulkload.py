@@ -1,0 +1,147 @@
+"""The benchmark's bulk set-up writes exactly what the server's own write path writes.
+
+The same generated community is PUT through the Router into one database and bulk-loaded into
+another, with the clock frozen; every table (resource, history, every search index) must then
+hold the same rows, with rids replaced by the resource they stand for. Both databases first get
+a custom SearchParameter through the server, as the server stores the bundled package at
+start-up: the bulk loader must index with it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from sqlalchemy.engine import make_url
+
+from santong.fhir import storing
+from santong.fhir.request import FhirRequest
+from santong.fhir.router import Router
+from santong.generate import Dataset
+from santong.search import parameters
+from santong.search.registry import CustomParameters
+from santong.settings import Settings
+from santong.storage.database import asyncpg_connect_args, create_engine
+from santong.storage.migrate import upgrade
+from santong.storage.repository import Repository
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bulkload  # noqa: E402
+
+PATIENTS = 12
+MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+FHIR_JSON = "application/fhir+json"
+NATIONAL_ID = orjson.loads(
+    (ROOT / "fhir_profiles" / "SearchParameter-patient-national-id.json").read_bytes())
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def fresh_database(server_url: str) -> Iterator[Any]:
+    """Makes migrated databases holding the custom SearchParameter (dropped at the end)."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"santong_bulk_{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        asyncio.run(_put_through_the_server(url, [NATIONAL_ID]))
+        return url
+
+    yield make
+    parameters.unregister(NATIONAL_ID["url"])
+    for name in names:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _put_through_the_server(url: str, resources: list[dict[str, Any]]) -> None:
+    engine = create_engine(url, pool_size=2)
+    router = Router(Repository(engine), Settings(), CustomParameters(engine))
+    try:
+        for resource in resources:
+            request = FhirRequest("PUT", f"{resource['resourceType']}/{resource['id']}",
+                                  headers={"content-type": FHIR_JSON, "accept": FHIR_JSON},
+                                  base_url="http://localhost/fhir", resource=resource)
+            response = await router.handle(request)
+            assert response.status == 201, response.resource
+    finally:
+        await engine.dispose()
+
+
+async def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, rid and seq replaced by the resource's type and id, sorted."""
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        out = {
+            "resource": await connection.fetch(
+                "SELECT resource_type, id, version_id, last_updated, deleted, content"
+                " FROM resource"),
+            "resource_history": await connection.fetch(
+                "SELECT resource_type, id, version_id, last_updated, method, content"
+                " FROM resource_history"),
+        }
+        for name in bulkload.index_tables():
+            out[name] = await connection.fetch(
+                f"SELECT r.resource_type, r.id, to_jsonb(s) - 'rid' FROM search_{name} s"
+                " JOIN resource r ON r.rid = s.rid")
+        return {k: sorted(tuple(map(str, row)) for row in rows) for k, rows in out.items()}
+    finally:
+        await connection.close()
+
+
+def test_bulk_load_writes_what_the_server_writes(
+    fresh_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storing, "now", lambda: MOMENT)
+    dataset = Dataset(PATIENTS, seed=7)
+    through_server, bulk = fresh_database(), fresh_database()
+    asyncio.run(_put_through_the_server(through_server, list(dataset.resources())))
+    result = bulkload.load(bulk, PATIENTS, seed=7, processes=0)
+    assert result["errors"] == 0, result["failures"]
+    expected, loaded = asyncio.run(_tables(through_server)), asyncio.run(_tables(bulk))
+    assert len(expected["resource"]) == result["resources"] + 1 > PATIENTS * 5
+    custom = f'"code": "{NATIONAL_ID["code"]}"'
+    assert any(custom in row[2] for row in loaded["token"])
+    assert sum(len(rows) for rows in expected.values()) > result["resources"] * 5
+    for table, rows in expected.items():
+        assert loaded[table] == rows, table
+
+
+def test_several_processes_write_the_same_rows_and_rebuild_the_indexes(
+    fresh_database: Any, server_url: str
+) -> None:
+    one, two = fresh_database(), fresh_database()
+    single = bulkload.load(one, PATIENTS, processes=0)
+    parallel = bulkload.load(two, PATIENTS, processes=2)
+    assert parallel["errors"] == 0, parallel["failures"]
+    assert parallel["rows"] == single["rows"]
+    assert parallel["counts"] == single["counts"]
+
+    async def indexes(url: str) -> list[str]:
+        connection = await asyncpg.connect(**asyncpg_connect_args(url))
+        try:
+            return sorted(r[0] for r in await connection.fetch(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'"))
+        finally:
+            await connection.close()
+
+    assert asyncio.run(indexes(two)) == asyncio.run(indexes(one))
