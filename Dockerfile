@@ -4,6 +4,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY migrations ./migrations
+COPY fhir_profiles ./fhir_profiles
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.12-slim

@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     # Profiles every written resource of a type must meet: "Patient=url,Observation=url2".
     required_profiles: str = ""
-    # A folder of JSON resources (StructureDefinitions, ValueSets, CodeSystems) loaded at start.
+    # Store the bundled three-connections FHIR package (fhir_profiles/) in the database at
+    # start-up: its profiles, terminology, SearchParameters and NamingSystems.
+    load_bundled_package: bool = True
+    # Another FHIR package folder (conformance resources at its top level) stored likewise.
     profiles_dir: Path | None = None
 
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from santong import __version__
+from santong import __version__, packages
 from santong.api.logging import RequestLogMiddleware, configure_logging
 from santong.fhir import jsonio
 from santong.fhir.context import RequestContext
@@ -94,22 +94,33 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         # Load the UCUM registry (about a second) off the event loop, before the first quantity.
         warm = asyncio.get_running_loop().run_in_executor(None, ucum.canonical, "g")
         custom = CustomParameters(engine)
+        profiles = ProfileRegistry(engine, settings.required_profiles)
+        router = Router(Repository(engine), settings, custom, profiles)
+        # FHIR packages (the bundled guide) go into the database before the registries load
+        # from it; if the database is down, a background task keeps trying.
+        installing: asyncio.Task[None] | None = None
+        try:
+            await packages.install_configured(router, settings)
+        except packages.PackageError as exc:
+            log.error("%s", exc)
+        except Exception as exc:
+            log.warning("FHIR packages not stored yet: %s", exc)
+            installing = asyncio.create_task(packages.install_until_done(router, settings))
         try:
             await custom.start()
         except Exception as exc:  # the database may be down: serve 503s until it is back
             log.warning("custom SearchParameters not loaded yet: %s", exc)
-        profiles = ProfileRegistry(engine, settings.required_profiles)
-        if settings.profiles_dir is not None:
-            profiles.load_folder(settings.profiles_dir)
         try:
             await profiles.start()
         except Exception as exc:  # as above: the poll picks them up once the database is back
             log.warning("profiles not loaded yet: %s", exc)
         app.state.profiles = profiles
-        app.state.router = Router(Repository(engine), settings, custom, profiles)
+        app.state.router = router
         try:
             yield
         finally:
+            if installing is not None:
+                installing.cancel()
             await profiles.stop()
             await custom.stop()
             await engine.dispose()

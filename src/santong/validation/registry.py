@@ -1,9 +1,10 @@
 """The loaded profiles of one process, kept in step with the database and with every process.
 
 Profiles are StructureDefinitions with a snapshot (:mod:`santong.validation.profiles`), from
-two sources: folders of JSON resources loaded at start-up (:meth:`ProfileRegistry.load_folder`,
-e.g. an IG package) and StructureDefinition resources stored through the REST API, which win
-on the same url. The ValueSets their `required`/`extensible` bindings name are expanded in
+the database: stored through the REST API, or by :mod:`santong.packages` at start-up (the
+bundled guide). A registry without a database can be given resources in memory instead
+(:meth:`ProfileRegistry.load_folder`, for tools and the benchmark); stored ones win on the
+same url. The ValueSets their `required`/`extensible` bindings name are expanded in
 memory (:mod:`santong.validation.valuesets`) from the same two sources, with the CodeSystems
 they draw on.
 
