@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import r4_base
 
 from santong.generate import Dataset
-from santong.search import extract, index, parameters
+from santong.search import extract, index, parameters, transforms
 from santong.search.extract import ExtractionError, Node
 from santong.search.parameters import InvalidSearchParameter, parameters_for
 
@@ -452,8 +452,8 @@ def test_component_value_quantity_union() -> None:
 def test_fixture_agrees_with_fhirpathpy(name: str) -> None:
     resource = fixture(name)
     for code, param in parameters.parameters_for(resource["resourceType"]).items():
-        if param.expression is None:
-            continue
+        if param.expression is None or transforms.for_url(param.url) is not None:
+            continue  # a transform's values are not FHIRPath's (tests/test_pinyin_search.py)
         got = sorted(_json(n.value) for n in extract.extract(resource, param))
         want = sorted(_json(v) for v in extract.reference_evaluate(resource, param.expression))
         assert got == want, code

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from santong import definitions
+from santong.search import transforms
 from santong.search.parameters import SearchParameter, parameters_for
 
 __all__ = [
@@ -980,10 +981,16 @@ def _extractor(resource_type: str, expression: str) -> Extractor:
 
 
 def extract(resource: dict[str, Any], param: SearchParameter) -> list[Node]:
-    """The values *param* selects from *resource*."""
+    """The values *param* selects from *resource* (computed by its transform if it has one)."""
     if param.expression is None:
         return []
-    return _extractor(resource["resourceType"], param.expression)(resource)
+    selected = _extractor(resource["resourceType"], param.expression)(resource)
+    transform = transforms.for_url(param.url)
+    return selected if transform is None else _transformed(transform, selected)
+
+
+def _transformed(transform: transforms.Transform, selected: list[Node]) -> list[Node]:
+    return [_node("string", s) for s in transform.values([(n.type, n.value) for n in selected])]
 
 
 def evaluate_relative(
@@ -1029,6 +1036,9 @@ def extract_all(resource: dict[str, Any]) -> dict[str, list[Node]]:
     out = {}
     for code, run in plan[1]:
         values = run(resource, resource)
+        transform = transforms.for_url(params[code].url) if values else None
+        if transform is not None:
+            values = _transformed(transform, values)
         if values:
             out[code] = values
     return out

@@ -17,7 +17,7 @@ from typing import Any
 from santong import definitions
 from santong.fhir.datetimes import parse_range
 from santong.fhir.outcome import FhirError, error
-from santong.search import ucum, values
+from santong.search import transforms, ucum, values
 from santong.search.index import TABLES
 from santong.search.parameters import SearchParameter, by_url, get
 
@@ -160,7 +160,10 @@ class Compiler:
             raise UnknownParameter(
                 f"Search parameter {name!r} ({param.type}) is not supported yet")
         table, condition, negate = self.match(param, key, modifier, alternatives)
-        return self._exists(table, alias, param.code, condition, negate)
+        found = self._exists(table, alias, param.code, condition, negate)
+        if param.type == "string" and not modifier:
+            found = self._widened(resource_type, alias, param, key, alternatives, found)
+        return found
 
     def match(self, param: SearchParameter, key: str, modifier: str,
               alternatives: list[str]) -> tuple[str, str, bool]:
@@ -177,6 +180,21 @@ class Compiler:
                f" AND {x}.resource_type = {alias}.resource_type"
                f" AND {x}.code = {self.bind(code)} AND ({condition.format(x=x)}))")
         return f"NOT {sql}" if negate else sql
+
+    def _widened(self, resource_type: str, alias: str, param: SearchParameter, key: str,
+                 alternatives: list[str], found: str) -> str:
+        """`found`, or also the values of parameters whose transforms widen `param` (Patient
+        `name` also matches the pinyin of Chinese names, santong.search.pinyin)."""
+        ors = [found]
+        for transform in transforms.widening(param.url):
+            other = by_url(transform.url)
+            extra = get(resource_type, other.code) if other is not None else None
+            if extra is None or extra.url != transform.url:  # its SearchParameter is not loaded
+                continue
+            _, condition, _ = self._string(extra, key, "", alternatives)
+            if condition != "false":
+                ors.append(self._exists("search_string", alias, extra.code, condition))
+        return f"({' OR '.join(ors)})" if len(ors) > 1 else found
 
     def _missing(self, param: SearchParameter, alias: str, key: str, value: str) -> str:
         if value not in ("true", "false"):
@@ -197,18 +215,23 @@ class Compiler:
     def _string(self, param: SearchParameter, key: str, modifier: str,
                 alternatives: list[str]) -> tuple[str, str, bool]:
         ors = []
+        transform = transforms.for_url(param.url)
         for text in alternatives:
+            # Values computed by a transform are looked up in its form (pinyin: no tones).
+            folded = values.normalise(text) if transform is None else transform.query(text)
             if modifier == "exact":
                 ors.append(f"{{x}}.exact = {self.bind(text)}")
+            elif modifier not in ("", "text", "contains"):
+                raise self._modifier_error(key, modifier, param)
+            elif folded is None:  # cannot match what the transform indexes
+                continue
             elif modifier == "contains":
-                pattern = "%" + _like_prefix(values.normalise(text)) + "%"
-                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
-            elif modifier in ("", "text"):
-                pattern = _like_prefix(values.normalise(text)) + "%"
+                pattern = "%" + _like_prefix(folded) + "%"
                 ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
             else:
-                raise self._modifier_error(key, modifier, param)
-        return "search_string", " OR ".join(ors), False
+                pattern = _like_prefix(folded) + "%"
+                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
+        return "search_string", " OR ".join(ors) or "false", False
 
     def _token(self, param: SearchParameter, key: str, modifier: str,
                alternatives: list[str]) -> tuple[str, str, bool]:
