@@ -45,7 +45,7 @@ from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.search.registry import CustomParameters
 from santong.settings import Settings
-from santong.storage.repository import Repository, Transaction
+from santong.storage.repository import DuplicateId, Repository, Transaction
 from santong.validation import registry as profile_registry
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,8 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
 
 def is_conflict(exc: BaseException) -> bool:
+    # DuplicateId: a server-drawn uuid was taken after all; a retry draws another.
     return any(
-        isinstance(c, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError))
+        isinstance(c, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, DuplicateId))
         for c in _causes(exc)
     )

@@ -15,7 +15,7 @@ from santong.fhir import jsonio
 from santong.fhir.outcome import error
 from santong.fhir.versioning import instant, now
 from santong.search import registry as search_parameters
-from santong.search.index import index_rows, replace_index
+from santong.search.index import index_rows
 from santong.storage.repository import StoredVersion, Transaction
 from santong.workflow import check_write
 
@@ -41,9 +41,13 @@ def serialise_version(
 
 
 async def create_version_1(
-    tx: Transaction, resource: dict[str, Any], id: str, method: str
+    tx: Transaction, resource: dict[str, Any], id: str, method: str, *, fresh: bool = False
 ) -> StoredVersion | None:
-    """Store a new resource under `id`; None when that id already exists."""
+    """Store a new resource under `id`; None when that id already exists.
+
+    `fresh`: the server drew `id` (a uuid4), so no one else holds it and the write can wait
+    for the transaction's next flush, batched with the others.
+    """
     resource_type = resource["resourceType"]
     check_write(resource_type, None, resource, method)  # workflow rules (santong.workflow)
     if resource_type == "SearchParameter":
@@ -51,10 +55,13 @@ async def create_version_1(
         await search_parameters.announce(tx.connection)
     moment = now()
     stored, content = serialise_version(resource, id, 1, moment)
+    if fresh:
+        tx.queue_first_version(resource_type, id, moment, content, method, index_rows(stored))
+        return StoredVersion(resource_type, id, 1, moment, False, content, method)
     rid = await tx.insert_first_version(resource_type, id, moment, content, method)
     if rid is None:
         return None
-    await replace_index(tx.connection, rid, resource_type, index_rows(stored), new=True)
+    tx.queue_index(rid, resource_type, index_rows(stored))
     return StoredVersion(resource_type, id, 1, moment, False, content, method, rid=rid)
 
 
@@ -81,8 +88,7 @@ async def write_next(
     rid = await tx.write_next_version(
         current.resource_type, current.id, version_id, moment, content, method
     )
-    rows = None if stored is None else index_rows(stored)
-    await replace_index(tx.connection, rid, current.resource_type, rows)
+    tx.queue_index(rid, current.resource_type, None if stored is None else index_rows(stored))
     return StoredVersion(
         current.resource_type, current.id, version_id, moment, content is None, content, method,
         rid=rid,

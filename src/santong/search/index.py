@@ -236,25 +236,52 @@ _SELECT = {"text": "t.code, to_tsvector('simple', t.document)"}
 
 @lru_cache(maxsize=1024)
 def _statement(tables: tuple[str, ...], delete: bool) -> Any:
-    """One statement that (optionally) clears a resource's rows and inserts the given tables'.
+    """One statement that (optionally) clears the rows of the resources in `:stale` and
+    inserts the given tables' rows, each column an array (rid and resource_type included).
 
     Built per combination of non-empty tables and cached, so each is prepared once per
-    connection; a new resource skips the deletes.
+    connection; new resources skip the deletes.
     """
-    parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = :rid)"
+    parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = ANY(CAST(:stale AS bigint[])))"
              for name in _ALL_TABLES] if delete else []
     for name in tables:
-        columns = [c.split() for c in _ALL_TABLES[name]]
+        columns = [("rid", "bigint"), ("resource_type", "text"),
+                   *(c.split() for c in _ALL_TABLES[name])]
         names = ", ".join(n for n, _ in columns)
         unnests = ", ".join(f"CAST(:{name}_{n} AS {'text' if t == 'jsonb' else t}[])"
                             for n, t in columns)
-        select = _SELECT.get(name) or ", ".join(
-            f"CAST(t.{n} AS jsonb)" if t == "jsonb" else f"t.{n}" for n, t in columns)
+        select = "t.rid, t.resource_type, " + (_SELECT.get(name) or ", ".join(
+            f"CAST(t.{n} AS jsonb)" if t == "jsonb" else f"t.{n}" for n, t in columns[2:]))
         parts.append(
-            f"i_{name} AS (INSERT INTO search_{name} (rid, resource_type, {names})"
-            f" SELECT :rid, :resource_type, {select} FROM unnest({unnests}) AS t({names}))"
+            f"i_{name} AS (INSERT INTO search_{name} ({names})"
+            f" SELECT {select} FROM unnest({unnests}) AS t({names}))"
         )
     return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
+
+
+async def write_index_rows(connection: Any, resources: list[tuple[int, str, IndexRows]],
+                           stale: list[int]) -> None:
+    """Replace index rows in one statement: delete every row of the `stale` rids, insert the
+    given rows of each (rid, resource_type)."""
+    params: dict[str, Any] = {"stale": stale}
+    tables = []
+    for name in _ALL_TABLES:
+        columns = ["rid", "resource_type", *(c.split()[0] for c in _ALL_TABLES[name])]
+        arrays: list[list[Any]] = [[] for _ in columns]
+        for rid, resource_type, rows in resources:
+            table_rows = getattr(rows, name)
+            if not table_rows:
+                continue
+            arrays[0] += [rid] * len(table_rows)
+            arrays[1] += [resource_type] * len(table_rows)
+            for position, column_values in enumerate(zip(*table_rows, strict=True), start=2):
+                arrays[position] += column_values
+        if arrays[0]:
+            tables.append(name)
+            params.update((f"{name}_{c}", a) for c, a in zip(columns, arrays, strict=True))
+    statement = _statement(tuple(tables), bool(stale))
+    if statement is not None:
+        await connection.execute(statement, params)
 
 
 async def replace_index(connection: Any, rid: int, resource_type: str,
@@ -263,14 +290,5 @@ async def replace_index(connection: Any, rid: int, resource_type: str,
 
     `new`: the resource was just created, so it has no rows to delete yet.
     """
-    rows = rows or IndexRows()
-    params: dict[str, Any] = {"rid": rid, "resource_type": resource_type}
-    tables = tuple(name for name in _ALL_TABLES if getattr(rows, name))
-    for name in tables:
-        columns = [c.split()[0] for c in _ALL_TABLES[name]]
-        for column, values_ in zip(columns, zip(*getattr(rows, name), strict=True),
-                                   strict=True):
-            params[f"{name}_{column}"] = list(values_)
-    statement = _statement(tables, not new)
-    if statement is not None:
-        await connection.execute(statement, params)
+    resources = [] if rows is None else [(rid, resource_type, rows)]
+    await write_index_rows(connection, resources, [] if new else [rid])

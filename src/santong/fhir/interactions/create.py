@@ -26,9 +26,11 @@ async def create(call: Call) -> FhirResponse:
                                        "a conditional create (If-None-Exist)")
         if existing is not None:
             return write_result(call.request, existing, 200, "Resource already exists")
+    # Ids the server draws (here, or for a transaction's entries) are fresh uuids.
     assigned = call.request.assigned_id
     while True:
-        stored = await create_version_1(call.tx, resource, assigned or new_id(), "POST")
+        stored = await create_version_1(call.tx, resource, assigned or new_id(), "POST",
+                                        fresh=True)
         if stored is not None:
             return write_result(call.request, stored, 201, "Created")
         if assigned:  # a random uuid collides only in theory; an assigned one cannot be redrawn

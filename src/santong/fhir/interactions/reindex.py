@@ -15,7 +15,7 @@ from santong.fhir import jsonio
 from santong.fhir.call import Call
 from santong.fhir.outcome import information
 from santong.fhir.request import FhirResponse
-from santong.search.index import index_rows, replace_index
+from santong.search.index import index_rows
 
 _BATCH = text(
     "SELECT rid, resource_type, content FROM resource WHERE NOT deleted AND rid > :after"
@@ -32,8 +32,8 @@ async def reindex(call: Call) -> FhirResponse:
         if not rows:
             break
         for rid, resource_type, content in rows:
-            await replace_index(connection, rid, resource_type,
-                                index_rows(jsonio.loads(content)))
+            call.tx.queue_index(rid, resource_type, index_rows(jsonio.loads(content)))
+        await call.tx.flush()  # a batch at a time: one statement per 500 resources
         done += len(rows)
         after = rows[-1][0]
     scope = call.resource_type or "all resource types"
