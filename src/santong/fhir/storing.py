@@ -17,7 +17,7 @@ from santong.fhir.versioning import instant, now
 from santong.search import registry as search_parameters
 from santong.search.index import index_rows
 from santong.storage.repository import StoredVersion, Transaction
-from santong.workflow import check_write
+from santong.workflow import after_write, check_write
 
 
 def new_id() -> str:
@@ -55,6 +55,7 @@ async def create_version_1(
         await search_parameters.announce(tx.connection)
     moment = now()
     stored, content = serialise_version(resource, id, 1, moment)
+    await after_write(tx, stored, None, method)  # what it sets off (santong.workflow)
     if fresh:
         tx.queue_first_version(resource_type, id, moment, content, method, index_rows(stored))
         return StoredVersion(resource_type, id, 1, moment, False, content, method)
@@ -70,6 +71,7 @@ async def write_next(
 ) -> StoredVersion:
     """Store the version after `current` (locked FOR UPDATE); `resource` None deletes."""
     version_id = current.version_id + 1
+    previous = None
     if resource is not None and current.resource_type == "Task":
         # workflow rules (santong.workflow): a re-created resource starts afresh
         previous = None if current.deleted or not current.content else jsonio.loads(
@@ -85,6 +87,8 @@ async def write_next(
         (None, None) if resource is None
         else serialise_version(resource, current.id, version_id, moment)
     )
+    if stored is not None:  # what it sets off (santong.workflow), in this transaction
+        await after_write(tx, stored, previous, method, first=current.deleted)
     rid = await tx.write_next_version(
         current.resource_type, current.id, version_id, moment, content, method
     )

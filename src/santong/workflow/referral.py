@@ -31,6 +31,13 @@ Every violation is a 422 OperationOutcome (`business-rule`) whose expression is
 `Task.businessStatus` (or `Task.status`, `Task.focus`) and whose text names the allowed
 states. `check_create` and `check_update` are called by `fhir/storing.py` for every write of
 a Task, so REST create/update, PATCH and batch/transaction Bundles all obey it.
+
+Creating (POST) an upward referral — a ServiceRequest whose category is `up` in the
+referral-direction CodeSystem — to a member of the medical community (or a department of one,
+:mod:`santong.workflow.community`) opens its Task (`open_task`): submitted, owned by the
+receiving organization, tagged `automatic`. A client that sends its own Task for the referral
+(in the same Bundle, or later) replaces that one while it is untouched, so a referral has one
+Task either way.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ from __future__ import annotations
 from typing import Any
 
 from santong.fhir.outcome import error
+from santong.fhir.versioning import instant, now
+from santong.storage.repository import Transaction
+from santong.workflow import community
 
 SYSTEM = "http://santong.example.org/fhir/CodeSystem/referral-business-status"
 MIGRATED = {"system": "http://santong.example.org/fhir/CodeSystem/workflow-control",
@@ -165,3 +175,88 @@ def check_update(previous: dict[str, Any] | None, task: dict[str, Any], method: 
                     f"allowed next states: {_names(allowed_next(before))}",
                     expression="Task.businessStatus")
     _check_shape(task, after)
+
+
+# ---- the Task of a new referral --------------------------------------------------------------
+
+DIRECTION = "http://santong.example.org/fhir/CodeSystem/referral-direction"
+REFERRAL_NUMBER = "http://santong.example.org/fhir/sid/referral-number"
+# Tags the Task the server opened itself, so a client's own Task for the referral replaces it.
+AUTOMATIC = {"system": MIGRATED["system"], "code": "automatic"}
+
+
+def direction(service_request: dict[str, Any]) -> str | None:
+    """up, down or lateral: the referral direction a ServiceRequest's category codes."""
+    for concept in service_request.get("category", []):
+        for coding in (concept or {}).get("coding", []) if isinstance(concept, dict) else []:
+            if isinstance(coding, dict) and coding.get("system") == DIRECTION:
+                code = coding.get("code")
+                return code if isinstance(code, str) else None
+    return None
+
+
+def _tagged_automatic(task: dict[str, Any]) -> bool:
+    return AUTOMATIC in ((task.get("meta") or {}).get("tag") or [])
+
+
+def new_task(service_request: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    """The referral Task the server opens for an upward referral (submitted, to `owner`)."""
+    task: dict[str, Any] = {
+        "resourceType": "Task", "meta": {"tag": [AUTOMATIC]},
+        "identifier": [{"system": i["system"], "value": i["value"]}
+                       for i in service_request.get("identifier", [])
+                       if isinstance(i, dict) and i.get("system") == REFERRAL_NUMBER
+                       and isinstance(i.get("value"), str)],
+        "status": STATUS["submitted"][0],
+        "businessStatus": {"coding": [{"system": SYSTEM, "code": "submitted",
+                                       "display": STATUS["submitted"][1]}],
+                           "text": STATUS["submitted"][1]},
+        "intent": "order",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
+                             "code": "fulfill", "display": "Fulfill the focal request"}]},
+        "focus": {"reference": f"ServiceRequest/{service_request['id']}"},
+        "for": service_request.get("subject"),
+        "authoredOn": service_request.get("authoredOn"),
+        "requester": service_request.get("requester"),
+        "owner": owner,
+    }
+    return {k: v for k, v in task.items() if v not in (None, [])}
+
+
+async def open_task(tx: Transaction, service_request: dict[str, Any]) -> None:
+    """Creating an upward referral to a member of the medical community opens its Task,
+    unless one already focuses on it (a client sent its own first in a Bundle)."""
+    from santong.fhir.storing import create_version_1, new_id  # storing calls this module
+
+    if direction(service_request) != "up" or service_request.get("status") not in (
+            "active", None):
+        return
+    owner = next((p for p in service_request.get("performer", [])
+                  if community.local_id(p, "Organization")), None)
+    if owner is None or not await community.is_member(
+            tx, community.local_id(owner, "Organization") or ""):
+        return
+    focus = f"ServiceRequest/{service_request['id']}"
+    if await community.search(tx, "Task", [("focus", focus)], limit=1):
+        return
+    task = new_task(service_request, {k: v for k, v in owner.items()
+                                      if k in ("reference", "display")})
+    task.setdefault("authoredOn", instant(now()))
+    await create_version_1(tx, task, new_id(), "POST")
+
+
+async def supersede_automatic_task(tx: Transaction, task: dict[str, Any]) -> None:
+    """A client's own Task for a referral replaces the one the server opened for it, while
+    that one is untouched (version 1, submitted)."""
+    from santong.fhir.storing import write_next
+
+    focus = community.local_id(task.get("focus"), "ServiceRequest")
+    if focus is None or _tagged_automatic(task):
+        return
+    for other in await community.search(tx, "Task", [("focus", f"ServiceRequest/{focus}")]):
+        if (other["id"] == task.get("id") or not _tagged_automatic(other)
+                or business_status(other) != "submitted"):
+            continue
+        current = await tx.read_current("Task", other["id"], for_update=True)
+        if current is not None and current.version_id == 1 and not current.deleted:
+            await write_next(tx, current, None, "DELETE")

@@ -1,0 +1,84 @@
+"""The medical community (医共体) as the stored resources describe it: which organizations
+belong to it, and what an organization is part of. Read inside the write's transaction.
+
+An organization is a *member* when an active OrganizationAffiliation names it (or an
+organization it is part of: a hospital's department) as `organization` or
+`participatingOrganization`. What it *belongs to* is itself, its `partOf` ancestors, and the
+organizations and networks (the community itself) of those affiliations: a Consent naming any
+of them as recipient covers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from santong.search.query import Compiler
+from santong.storage.repository import Transaction
+
+MAX_PART_OF = 5  # departments of departments of a hospital, at most
+
+
+async def search(tx: Transaction, resource_type: str, params: list[tuple[str, str]],
+                 limit: int = 100) -> list[dict[str, Any]]:
+    """Live resources matching search parameters, within the transaction."""
+    compiled = Compiler().compile(resource_type, params, strict=True)
+    found = await tx.search_current(resource_type, compiled.conditions, limit)
+    return [orjson.loads(v.content) for v in found if v.content]
+
+
+async def read(tx: Transaction, resource_type: str, id: str) -> dict[str, Any] | None:
+    current = await tx.read_current(resource_type, id)
+    if current is None or current.deleted or not current.content:
+        return None
+    return orjson.loads(current.content)  # type: ignore[no-any-return]
+
+
+def local_id(reference: Any, resource_type: str) -> str | None:
+    """The id of a literal reference `resource_type/id` (relative or absolute), else None."""
+    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+        return None
+    parts = reference["reference"].split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == resource_type and parts[-1]:
+        return parts[-1]
+    return None
+
+
+async def ancestors(tx: Transaction, organization_id: str) -> list[str]:
+    """The organization and those it is part of, nearest first."""
+    chain = [organization_id]
+    while len(chain) <= MAX_PART_OF:
+        organization = await read(tx, "Organization", chain[-1])
+        parent = local_id((organization or {}).get("partOf"), "Organization")
+        if parent is None or parent in chain:
+            break
+        chain.append(parent)
+    return chain
+
+
+async def affiliations(tx: Transaction, organization_ids: list[str]) -> list[dict[str, Any]]:
+    """Active OrganizationAffiliations naming any of the organizations, on either side."""
+    targets = ",".join(f"Organization/{i}" for i in organization_ids)
+    found: dict[str, dict[str, Any]] = {}
+    for side in ("participating-organization", "primary-organization"):
+        for affiliation in await search(tx, "OrganizationAffiliation", [(side, targets)]):
+            if affiliation.get("active", True) is not False:
+                found[affiliation["id"]] = affiliation
+    return list(found.values())
+
+
+async def is_member(tx: Transaction, organization_id: str) -> bool:
+    return bool(await affiliations(tx, await ancestors(tx, organization_id)))
+
+
+async def belongs_to(tx: Transaction, organization_id: str) -> set[str]:
+    """Organization ids whose share of a record `organization_id` may see (see module doc)."""
+    chain = await ancestors(tx, organization_id)
+    covered = set(chain)
+    for affiliation in await affiliations(tx, chain):
+        for reference in (affiliation.get("organization"), *affiliation.get("network", [])):
+            found = local_id(reference, "Organization")
+            if found is not None:
+                covered.add(found)
+    return covered
