@@ -14,9 +14,14 @@ from typing import Any
 
 import orjson
 
-# A number literal a float cannot give back unchanged: a trailing zero after the point, an
-# exponent, or more digits than a double holds. False positives (inside strings) only cost time.
-_IMPRECISE_NUMBER = re.compile(rb"[0-9]\.[0-9]*0(?![0-9])|[0-9][eE]|[0-9.]{17,}")
+# A number literal a float may not give back unchanged: a trailing zero after a second
+# fraction digit ("1.50"; "7.0" is fine), an exponent, a small number a float writes with one
+# ("0.0000096"), or more digits than a double surely holds. Only in a value's place (after
+# `:`, `[` or `,`, before `,`, `]` or `}`), so OIDs, uuids and times in strings rarely match;
+# a match inside a string only costs the slow parse.
+_IMPRECISE_NUMBER = re.compile(
+    rb"[:\[,]\s*-?(?:[0-9]+\.[0-9]*[0-9]0|0\.000[0-9]*|[0-9.]+[eE][+-]?[0-9]+|[0-9.]{16,})"
+    rb"\s*[,\]}]")
 
 
 class PreciseDecimal(float):

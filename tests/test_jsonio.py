@@ -1,0 +1,33 @@
+"""FHIR JSON in and out (santong.fhir.jsonio): decimals keep the text the client wrote
+(http://hl7.org/fhir/R4/datatypes.html#decimal), whichever parser reads them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from santong.fhir import jsonio
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a":1.50}', b'[1.50]', b'{"a":[7.0,1e3]}', b'{"a":0.10}', b'{"a":1.2345678901234567}',
+    b'{"a":123456789012345678901}', b'{"a":7.0,"b":"10:00.50"}', b'{"a":-2.50e-3}',
+    b'{"system":"urn:oid:2.16.156.10011.1.3","value":5.6}', b'[0.00001]', b'[100.0]',
+])
+def test_decimals_come_back_as_written(body: bytes) -> None:
+    assert jsonio.dumps(jsonio.loads(body)) == body
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None),
+       st.text(alphabet="0123456789.:-eE ", max_size=30))
+def test_any_decimal_next_to_any_string_comes_back_as_written(value: Decimal, noise: str) -> None:
+    text = str(value) if "E" not in str(value) else format(value, "f")
+    if not text.lstrip("-").replace(".", "").isdigit() or (text.startswith(("0", "-0")) and (
+            len(text.lstrip("-")) > 1 and text.lstrip("-")[1] != ".")):
+        return  # not a JSON number literal (leading zeros)
+    body = b'{"note":"' + noise.encode() + b'","value":' + text.encode() + b"}"
+    assert jsonio.dumps(jsonio.loads(body)) == body
