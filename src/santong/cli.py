@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     load_cmd = commands.add_parser(
         "load", help="load Bundles, resources and NDJSON files (or folders of them)")
     load_cmd.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                          help=".json (Bundle or resource) and .ndjson files, or folders")
+                          help=".json (Bundle or resource) and .ndjson files (or .gz of "
+                               "them), or folders")
     load_cmd.add_argument("--url", metavar="FHIR_BASE",
                           help="a running server, e.g. http://127.0.0.1:8080/fhir (default: "
                                "the database directly, SANTONG_DATABASE_URL or embedded)")

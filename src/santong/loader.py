@@ -2,7 +2,8 @@
 
 Transaction and batch Bundles are sent as they are (http://hl7.org/fhir/R4/http.html#transaction);
 collection Bundles, single resources and NDJSON lines (one resource per line, as in
-http://hl7.org/fhir/uv/bulkdata/) are grouped into batch Bundles. Everything goes through the
+http://hl7.org/fhir/uv/bulkdata/) are grouped into batch Bundles. Any of them may be gzipped
+(`.ndjson.gz`, `.json.gz`). Everything goes through the
 FHIR interactions, either of a running server (`--url`) or of the database directly (the same
 Router in this process), several Bundles at a time.
 
@@ -14,6 +15,7 @@ create on it (`ifNoneExist`). `--as-is` sends the files unchanged.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -51,11 +53,18 @@ class Summary:
     failures: list[str] = field(default_factory=list)
 
 
+_KINDS = (".json", ".ndjson")
+
+
+def _kind(path: Path) -> str:
+    """.json or .ndjson, looking through a .gz (bulk data exports are often compressed)."""
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
 def find_files(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*")
-                              if p.is_file() and p.suffix in (".json", ".ndjson"))
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) in _KINDS)
         else:
             yield path
 
@@ -95,10 +104,15 @@ def read_units(path: Path, batch_size: int, as_is: bool,
     source = str(path)
     try:
         data = path.read_bytes()
-    except OSError as exc:
-        failures.append(f"{source}: cannot read: {exc.strerror}")
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except OSError as exc:  # gzip.BadGzipFile and EOFError too: a damaged archive
+        failures.append(f"{source}: cannot read: {exc.strerror or exc}")
         return
-    if path.suffix == ".ndjson":
+    except EOFError:
+        failures.append(f"{source}: cannot read: the compressed file is truncated")
+        return
+    if _kind(path) == ".ndjson":
         items: list[tuple[str, dict[str, Any]]] = []
         for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
