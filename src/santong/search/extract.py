@@ -5,7 +5,10 @@ http://hl7.org/fhir/R4/searchparameter.html) is compiled once per resource type 
 Python closures, for the subset the R4 standard expressions use: paths, ``|`` unions (with
 FHIRPath's de-duplication), ``where(...)``, ``resolve() is T``, ``=``/``!=``, ``and``/``or``,
 ``as``/``is``/``ofType``, ``extension('url')``, ``exists()``, ``empty()``, ``not()``,
-``first()``, ``last()``, ``count()``, ``[n]``, ``$this`` and ``%resource``. Each value is typed
+``first()``, ``last()``, ``count()``, ``[n]``, ``$this`` and ``%resource``; and for profile
+invariants (validation runs them on every write of a profiled resource) ``implies``,
+``all(...)``, ``matches()``, ``substring()``, ``indexOf()``, ``toInteger()``, integer
+``+ - * div mod`` and string ``+``. Each value is typed
 while navigating with the R4 structure definitions: ``Observation.value`` selects whichever
 ``valueX`` is present, typed X. Expressions outside the subset are evaluated with fhirpathpy
 (slow, pure Python) and typed by the node fhirpathpy reports or by the value's shape.
@@ -427,6 +430,56 @@ def _distinct(items: list[_Item]) -> list[_Item]:
 
 
 _BOOLEAN: frozenset[str] = frozenset({"boolean"})
+_INTEGER: frozenset[str] = frozenset({"integer"})
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _truncated_div(a: int, b: int) -> int | None:
+    return None if b == 0 else abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
+
+
+def _truncated_mod(a: int, b: int) -> int | None:
+    quotient = _truncated_div(a, b)
+    return None if quotient is None else a - b * quotient
+
+
+# Integer arithmetic (http://hl7.org/fhirpath/#math): div and mod truncate; by zero is empty.
+_ARITHMETIC: dict[str, Callable[[int, int], int | None]] = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+    "div": _truncated_div, "mod": _truncated_mod,
+}
+
+
+def _singleton(items: list[_Item], what: str) -> Any:
+    if len(items) > 1:
+        raise ExtractionError(f"{what} on several items")
+    return items[0][1] if items else None
+
+
+def _integer_value(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ExtractionError(f"{value!r} is not an integer")  # decimals: not compiled
+    return value
+
+
+def _integer(items: list[_Item]) -> int | None:
+    """An integer operand; None when the collection is empty."""
+    value = _singleton(items, "an integer operand")
+    return None if value is None else _integer_value(value)
+
+
+def _string(items: list[_Item]) -> str | None:
+    value = _singleton(items, "a string function")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ExtractionError(f"{value!r} is not a string")
+    return value
+
+
+@cache
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL)
 
 
 class _Compiler:
@@ -532,10 +585,35 @@ class _Compiler:
 
     def c_op(self, tree: tuple[Any, ...], types: _Types) -> tuple[_Fn, _Types]:
         op = tree[1]
-        if op not in ("|", "=", "!=", "and", "or"):
+        if op not in ("|", "=", "!=", "and", "or", "implies", *_ARITHMETIC):
             raise _Unsupported(f"operator {op}")
         left, ltypes = self.compile(tree[2], types)
         right, rtypes = self.compile(tree[3], types)
+        if op in _ARITHMETIC:
+            compute = _ARITHMETIC[op]
+
+            def arithmetic(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                a = _singleton(left(focus, root), "an operand")
+                b = _singleton(right(focus, root), "an operand")
+                if a is None or b is None:
+                    return []
+                if op == "+" and isinstance(a, str) and isinstance(b, str):
+                    return [("string", a + b)]
+                result = compute(_integer_value(a), _integer_value(b))
+                return [] if result is None else [("integer", result)]
+
+            return arithmetic, (frozenset({"integer", "string"}) if op == "+" else _INTEGER)
+        if op == "implies":
+            def implies(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                a = _logic(left(focus, root))
+                if a is False:
+                    return [("boolean", True)]
+                b = _logic(right(focus, root))
+                if a is True:
+                    return [] if b is None else [("boolean", b)]
+                return [("boolean", True)] if b is True else []
+
+            return implies, _BOOLEAN
         if op == "|":
             def union(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
                 items = left(focus, root) + right(focus, root)
@@ -605,6 +683,65 @@ class _Compiler:
                 return [("boolean", found == want)]
 
             return exists, _BOOLEAN
+        if name == "all" and arity == 1:
+            crit, _ = self.compile(args[0], btypes)
+
+            def all_(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                return [("boolean", all(_true(crit([item], root))
+                                        for item in base(focus, root)))]
+
+            return all_, _BOOLEAN
+        if name == "matches" and arity == 1:
+            # Arguments of functions that do not iterate are evaluated on the call's focus.
+            pattern = self.compile(args[0], types)[0]
+
+            def matches(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                text, regex = _string(base(focus, root)), _string(pattern(focus, root))
+                if text is None or not regex:
+                    return []
+                return [("boolean", _regex(regex).search(text) is not None)]
+
+            return matches, _BOOLEAN
+        if name == "substring" and arity in (1, 2):
+            start = self.compile(args[0], types)[0]
+            length = self.compile(args[1], types)[0] if arity == 2 else None
+
+            def substring(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                text, first = _string(base(focus, root)), _integer(start(focus, root))
+                if text is None or first is None or not 0 <= first < len(text):
+                    return []
+                if length is None:
+                    return [("string", text[first:])]
+                count = _integer(length(focus, root))
+                return [("string", text[first:] if count is None else
+                         text[first:first + max(count, 0)])]
+
+            return substring, frozenset({"string"})
+        if name == "indexOf" and arity == 1:
+            part = self.compile(args[0], types)[0]
+
+            def index_of(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                text, sought = _string(base(focus, root)), _string(part(focus, root))
+                if text is None or sought is None:
+                    return []
+                return [("integer", text.find(sought))]
+
+            return index_of, _INTEGER
+        if name == "toInteger" and arity == 0:
+            def to_integer(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                items = base(focus, root)
+                if len(items) > 1:
+                    raise ExtractionError("toInteger() on several items")
+                value = items[0][1] if items else None
+                if isinstance(value, bool):
+                    return [("integer", int(value))]
+                if isinstance(value, int):
+                    return [("integer", value)]
+                if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+                    return [("integer", int(value))]
+                return []
+
+            return to_integer, _INTEGER
         if name == "not" and arity == 0:
             def not_(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
                 value = _logic(base(focus, root))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from santong import definitions
@@ -577,6 +578,9 @@ class _Run:
                 self.extensions(item, f"{loc}[{i}]", depth + 1)
 
 
+# Discriminator paths are walked for every sliced value validated: cached per (node, path);
+# nodes are immutable once compiled (and hash by identity).
+@lru_cache(maxsize=4096)
 def _descend(node: _Node, path: str) -> _Node | None:
     if path in ("$this", ""):
         return node
@@ -602,7 +606,8 @@ def _descend(node: _Node, path: str) -> _Node | None:
     return current
 
 
-def _segments(path: str) -> list[str]:
+@lru_cache(maxsize=1024)
+def _segments(path: str) -> tuple[str, ...]:
     out, depth, start = [], 0, 0
     for i, ch in enumerate(path):
         if ch == "(":
@@ -613,7 +618,7 @@ def _segments(path: str) -> list[str]:
             out.append(path[start:i])
             start = i + 1
     out.append(path[start:])
-    return [s for s in out if s and s != "$this"]
+    return tuple(s for s in out if s and s != "$this")
 
 
 def _at(value: Any, path: str, typed: bool = False) -> list[Any]:
