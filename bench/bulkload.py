@@ -1,19 +1,19 @@
 """The benchmark's data set-up: a generated community written straight into Santong's tables.
 
-The rows are those the server writes for a PUT (update-as-create) of each resource into an
-empty database: the same checks (`parse_resource`: structure and profiles; the workflow
-rules), the same stored JSON (`serialise_version`), the same index rows (`index_rows`) and the
-same history row. Only the way they reach PostgreSQL differs: binary COPY in batches, from
-several processes, with the tables' secondary indexes dropped during the load and rebuilt
-after it (then VACUUM ANALYZE). tests/test_bench_bulkload.py checks that a bulk load and a load
-through the server's own write path leave identical tables.
+The rows are those the server writes for a PUT (update-as-create) of each resource: the same
+checks (`parse_resource`: structure and profiles; the workflow rules), the same stored JSON
+(`serialise_version`), the same index rows (`index_rows`) and the same history row. Only the
+way they reach PostgreSQL differs: binary COPY in batches, from several processes, with the
+tables' secondary indexes dropped during the load and rebuilt after it (then VACUUM ANALYZE).
+Resources whose writes set off more than their own rows (THROUGH_SERVER: referral workflow,
+registries) are PUT through the server's own write path (the Router, in the loading process)
+once the rest of their patients' records is committed. tests/test_bench_bulkload.py checks
+that a bulk load and a load through the server leave identical tables.
 
 Start the server on the database first: what it stores at start-up (the bundled FHIR package:
 custom SearchParameters, profiles) is read back by every loading process, as a server process
-reads it, so the index rows include the custom parameters and profiles are checked. The
-resources' ids must be new (the primary key refuses a taken one), and their writes must have no
-side effects (not SearchParameter, StructureDefinition, ValueSet or CodeSystem, which the server
-announces to every process).
+reads it, so the index rows include the custom parameters and profiles are checked. The ids
+must be new (the primary key refuses a taken one).
 
     python bench/bulkload.py --url postgresql://… --patients 100000 --processes 2
 """
@@ -37,17 +37,25 @@ from santong.fhir import storing
 from santong.fhir.outcome import FhirError
 from santong.fhir.payload import parse_resource
 from santong.fhir.request import FhirRequest
+from santong.fhir.router import Router
 from santong.generate import Dataset
 from santong.search.index import TABLES, IndexRows, index_rows
 from santong.search.registry import CustomParameters
+from santong.settings import Settings
 from santong.storage.database import asyncpg_connect_args, create_engine
 from santong.storage.migrate import upgrade
+from santong.storage.repository import Repository
 from santong.validation import registry as profile_registry
 from santong.workflow import check_write
 
 Resource = dict[str, Any]
-# Writes of these types have effects beyond their rows (custom search parameters, profiles).
-SIDE_EFFECTS = frozenset({"SearchParameter", "StructureDefinition", "ValueSet", "CodeSystem"})
+# Types whose writes set off more than their rows: santong.workflow.after_write (a ServiceRequest
+# opens its referral Task, a Task supersedes it and grants record access) and the registries
+# every process reloads. They go through the server's write path.
+THROUGH_SERVER = frozenset({"ServiceRequest", "Task", "SearchParameter", "StructureDefinition",
+                            "ValueSet", "CodeSystem"})
+BLOCK = 100  # patients per chunk: their other resources are committed before these writes
+FHIR_JSON = "application/fhir+json"
 RESOURCE_TABLES = ("resource", "resource_history")
 _RESOURCE_COLUMNS = ("rid", "resource_type", "id", "version_id", "last_updated", "deleted",
                      "content")
@@ -81,12 +89,14 @@ def index_tables() -> dict[str, tuple[str, ...]]:
 @dataclass
 class Stats:
     resources: int = 0
+    through_server: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     by_type: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Stats) -> None:
         self.resources += other.resources
+        self.through_server += other.through_server
         self.rows.update(other.rows)
         self.failures += other.failures
         self.by_type.update(other.by_type)
@@ -104,8 +114,6 @@ class Prepared:
 def prepare(resource: Resource) -> Prepared:
     """What the server's PUT of a new resource stores, computed as it computes it."""
     rtype = resource["resourceType"]
-    if rtype in SIDE_EFFECTS:
-        raise ValueError(f"{rtype} writes have side effects: load them through the server")
     request = FhirRequest("PUT", f"{rtype}/{resource['id']}", resource=resource)
     resource = parse_resource(request, rtype)
     check_write(rtype, None, resource, "PUT")
@@ -151,59 +159,92 @@ async def write_batch(connection: asyncpg.Connection, batch: list[Prepared],
     stats.by_type.update(p.resource_type for p in batch)
 
 
-async def server_registries(url: str, required_profiles: str = "") -> None:
-    """Load the custom SearchParameters and the profiles stored in the database, as a server
-    process does at start-up, and make them the ones this process indexes and checks with."""
-    engine = create_engine(url, pool_size=1)
-    try:
-        await CustomParameters(engine).sync(force=True)
-        profiles = profile_registry.ProfileRegistry(engine, required_profiles)
+class Loader:
+    """One loading process's connections: asyncpg for COPY, a Router for THROUGH_SERVER, with
+    the custom SearchParameters and profiles stored in the database, as a server process."""
+
+    def __init__(self, url: str, batch_size: int, required_profiles: str) -> None:
+        self.url, self.batch_size = url, batch_size
+        self.settings = Settings(required_profiles=required_profiles)
+        self.stats = Stats()
+
+    async def __aenter__(self) -> Loader:
+        self.engine = create_engine(self.url, pool_size=1)
+        custom = CustomParameters(self.engine)
+        await custom.sync(force=True)
+        profiles = profile_registry.ProfileRegistry(self.engine,
+                                                    self.settings.required_profiles)
         await profiles.sync(force=True)
         profile_registry.activate(profiles)
-    finally:
-        await engine.dispose()
-
-
-async def write_all(url: str, resources: Iterable[Resource], batch_size: int = 500,
-                    required_profiles: str = "") -> Stats:
-    """Prepare and write `resources` over one connection; failures are listed, not raised."""
-    stats = Stats()
-    await server_registries(url, required_profiles)
-    connection = await asyncpg.connect(**asyncpg_connect_args(url))
-    try:
+        self.router = Router(Repository(self.engine), self.settings, custom, profiles)
+        self.connection = await asyncpg.connect(**asyncpg_connect_args(self.url))
         # Only a crash could lose these commits, and a crashed set-up is started again anyway.
-        await connection.execute("SET synchronous_commit = off")
+        await self.connection.execute("SET synchronous_commit = off")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+        await self.engine.dispose()
+
+    def _failed(self, resource: Resource, problem: object) -> None:
+        self.stats.failures.append(
+            f"{resource.get('resourceType')}/{resource.get('id')}: {problem}")
+
+    async def copy(self, resources: Iterable[Resource]) -> None:
+        """COPY the resources, but for THROUGH_SERVER ones (see `through_server`)."""
         batch: list[Prepared] = []
         for resource in resources:
+            if resource["resourceType"] in THROUGH_SERVER:
+                continue
             try:
                 batch.append(prepare(resource))
             except FhirError as exc:
-                stats.failures.append(f"{resource.get('resourceType')}/{resource.get('id')}: "
-                                      f"{exc}")
+                self._failed(resource, exc)
                 continue
-            if len(batch) >= batch_size:
-                await write_batch(connection, batch, stats)
+            if len(batch) >= self.batch_size:
+                await write_batch(self.connection, batch, self.stats)
                 batch = []
-        await write_batch(connection, batch, stats)
-    finally:
-        await connection.close()
-    return stats
+        await write_batch(self.connection, batch, self.stats)
+
+    async def through_server(self, resources: Iterable[Resource]) -> None:
+        """PUT the THROUGH_SERVER resources, in their order, through the server's Router."""
+        for resource in resources:
+            rtype = resource["resourceType"]
+            if rtype not in THROUGH_SERVER:
+                continue
+            response = await self.router.handle(FhirRequest(
+                "PUT", f"{rtype}/{resource['id']}", base_url="http://localhost/fhir",
+                headers={"content-type": FHIR_JSON, "accept": FHIR_JSON,
+                         "prefer": "return=minimal"}, resource=resource))
+            if response.status in (200, 201):
+                self.stats.resources += 1
+                self.stats.through_server += 1
+                self.stats.by_type[rtype] += 1
+            else:
+                self._failed(resource, f"HTTP {response.status} {response.resource}")
 
 
-def _slice(patients: int, seed: int, part: int, parts: int) -> Iterator[Resource]:
-    """Part `part` of `parts` of a Dataset: every parts-th block of 100 patients; part 0 also
-    the shared resources."""
+async def write_chunks(url: str, chunks: Iterable[Iterable[Resource]], phase: str,
+                       batch_size: int = 500, required_profiles: str = "") -> Stats:
+    """One phase ("copy" or "server") of each chunk in turn; failures are listed, not raised."""
+    async with Loader(url, batch_size, required_profiles) as loader:
+        for chunk in chunks:
+            await (loader.copy(chunk) if phase == "copy" else loader.through_server(chunk))
+    return loader.stats
+
+
+def _blocks(patients: int, seed: int, part: int, parts: int) -> Iterator[list[Resource]]:
+    """Part `part` of `parts` of a Dataset's patients: every parts-th block of BLOCK."""
     dataset = Dataset(patients, seed=seed)
-    if part == 0:
-        yield from dataset.shared()
-    for start in range(1 + part * 100, patients + 1, parts * 100):
-        for index in range(start, min(start + 100, patients + 1)):
-            yield from dataset.record(index)
+    for start in range(1 + part * BLOCK, patients + 1, parts * BLOCK):
+        yield [r for index in range(start, min(start + BLOCK, patients + 1))
+               for r in dataset.record(index)]
 
 
-def _worker(args: tuple[str, int, int, int, int, int]) -> Stats:
-    url, patients, seed, part, parts, batch_size = args
-    return asyncio.run(write_all(url, _slice(patients, seed, part, parts), batch_size))
+def _worker(args: tuple[str, str, int, int, int, int, int, str]) -> Stats:
+    phase, url, patients, seed, part, parts, batch_size, required_profiles = args
+    return asyncio.run(write_chunks(url, _blocks(patients, seed, part, parts), phase,
+                                    batch_size, required_profiles))
 
 
 # ---- the secondary indexes: dropped before the load, rebuilt after it -------------------------
@@ -233,10 +274,9 @@ async def drop_secondary_indexes(url: str) -> list[str]:
         await connection.close()
 
 
-async def rebuild(url: str, definitions: list[str], connections: int) -> dict[str, float]:
-    """Rebuild the indexes (`connections` at a time), then VACUUM ANALYZE; seconds of each."""
+async def build_indexes(url: str, definitions: list[str], connections: int) -> None:
+    """Create the indexes, `connections` at a time."""
     queue = list(definitions)
-    started = time.perf_counter()
 
     async def builder() -> None:
         connection = await asyncpg.connect(**asyncpg_connect_args(url))
@@ -248,47 +288,67 @@ async def rebuild(url: str, definitions: list[str], connections: int) -> dict[st
             await connection.close()
 
     await asyncio.gather(*(builder() for _ in range(max(1, connections))))
-    indexed = time.perf_counter()
+
+
+async def vacuum_analyze(url: str) -> None:
+    """What autovacuum would have done by the time a loaded server is searched."""
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
         for table in _all_tables():
             await connection.execute(f"VACUUM (ANALYZE) {table}")
     finally:
         await connection.close()
-    return {"index_seconds": round(indexed - started, 1),
-            "analyze_seconds": round(time.perf_counter() - indexed, 1)}
 
 
 def load(url: str, patients: int, seed: int = 1, processes: int = 2, batch_size: int = 500,
+         required_profiles: str = "",
          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Load Dataset(patients, seed) into the migrated database at `url` (see the module notes).
 
-    `processes` 0 prepares and writes in this process (no index drop: small loads and tests).
+    In two phases: every resource but THROUGH_SERVER ones by COPY (the shared ones first, then
+    the patients' in blocks), the indexes rebuilt; then THROUGH_SERVER ones through the Router,
+    in the same order. `processes` 0 does it all in this process, without dropping indexes
+    (small loads, tests).
     """
     say = progress or (lambda _: None)
     started = time.perf_counter()
     stats = Stats()
     timings: dict[str, float] = {}
-    if processes <= 0:
-        stats = asyncio.run(write_all(url, _slice(patients, seed, 0, 1), batch_size))
-        timings["write_seconds"] = round(time.perf_counter() - started, 1)
-        asyncio.run(rebuild(url, [], 1))
-    else:
-        definitions = asyncio.run(drop_secondary_indexes(url))
-        say(f"bulk load: {patients} patients, {processes} processes, "
-            f"{len(definitions)} secondary indexes dropped until the end")
+    shared = Dataset(patients, seed=seed).shared()
+
+    def phase(name: str) -> None:
+        stats.add(asyncio.run(write_chunks(url, [shared], name, batch_size, required_profiles)))
+        if processes <= 0:
+            stats.add(asyncio.run(write_chunks(url, _blocks(patients, seed, 0, 1), name,
+                                               batch_size, required_profiles)))
+            return
         # spawn: a clean interpreter per worker, whatever threads or loops this one has
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(processes) as pool:
-            for part in pool.imap_unordered(_worker, [(url, patients, seed, i, processes,
-                                                       batch_size) for i in range(processes)]):
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            for part in pool.imap_unordered(_worker, [
+                    (name, url, patients, seed, i, processes, batch_size, required_profiles)
+                    for i in range(processes)]):
                 stats.add(part)
-        timings["write_seconds"] = round(time.perf_counter() - started, 1)
-        say(f"bulk load: {stats.resources} resources written in {timings['write_seconds']} s; "
-            "rebuilding indexes, VACUUM ANALYZE")
-        timings.update(asyncio.run(rebuild(url, definitions, min(processes, 2))))
+
+    definitions = asyncio.run(drop_secondary_indexes(url)) if processes > 0 else []
+    say(f"bulk load: {patients} patients, {max(processes, 1)} process(es), "
+        f"{len(definitions)} secondary indexes dropped until the COPY phase ends")
+    phase("copy")
+    timings["write_seconds"] = round(time.perf_counter() - started, 1)
+    mark = time.perf_counter()
+    asyncio.run(build_indexes(url, definitions, min(max(processes, 1), 2)))
+    timings["index_seconds"] = round(time.perf_counter() - mark, 1)
+    say(f"bulk load: {stats.resources} resources by COPY in {timings['write_seconds']} s, "
+        f"indexes in {timings['index_seconds']} s; now {', '.join(sorted(THROUGH_SERVER))} "
+        "through the server's write path")
+    mark = time.perf_counter()
+    phase("server")
+    timings["server_seconds"] = round(time.perf_counter() - mark, 1)
+    mark = time.perf_counter()
+    asyncio.run(vacuum_analyze(url))
+    timings["analyze_seconds"] = round(time.perf_counter() - mark, 1)
     seconds = time.perf_counter() - started
     return {"patients": patients, "resources": stats.resources, "processes": processes,
+            "through_server": stats.through_server,
             "rows": dict(stats.rows), "counts": dict(sorted(stats.by_type.items())),
             "failures": stats.failures[:20], "errors": len(stats.failures),
             "seconds": round(seconds, 1), **timings,
@@ -306,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     upgrade(args.url)
     result = load(args.url, args.patients, args.seed, args.processes, args.batch_size,
                   progress=print)
+    print(f"{result['resources']} resources ({result['through_server']} through the server) in "
+          f"{result['seconds']} s = {result['per_second']}/s")
     print({k: v for k, v in result.items() if k not in ("counts", "failures")})
     for failure in result["failures"]:
         print(f"failed: {failure}", file=sys.stderr)

@@ -107,14 +107,14 @@ def percentile(sorted_values: list[int], q: float) -> int:
 
 
 async def run(url: str, path: str, connections: int, duration: float | None,
-              once: bool) -> dict[str, object]:
+              once: bool, offset: int = 0) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = load_requests(path, f"{host}:{port}")
     stats = Stats()
     started = time.perf_counter()
     stop_at = None if duration is None else time.perf_counter() + duration
-    next_index = [0]
+    next_index = [offset % len(requests) if requests and not once else 0]
     await asyncio.gather(*(_worker(host, port, requests, next_index, stop_at, once, stats)
                            for _ in range(connections)))
     elapsed = time.perf_counter() - started
@@ -138,13 +138,16 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--duration", type=float)
     mode.add_argument("--once", action="store_true")
+    parser.add_argument("--offset", type=int, default=0,
+                        help="the request to start from (--duration only)")
     args = parser.parse_args()
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    result = runner(run(args.url, args.requests, args.connections, args.duration, args.once))
+    result = runner(run(args.url, args.requests, args.connections, args.duration, args.once,
+                        args.offset))
     print("JSON " + json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 

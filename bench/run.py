@@ -1,16 +1,21 @@
 """`make bench`: Santong measured side by side with what this machine can do, in one run.
 
-1. Starts an embedded PostgreSQL (pgserver) in a temporary folder and `santong serve` on it.
-2. Generates a community (`santong.generate`) and loads it with PUTs (update-as-create).
+1. Starts an embedded PostgreSQL (pgserver) in a temporary folder; for each data size
+   (`--sizes`, or `--patients`), a database of its own and `santong serve` on it.
+2. Sets up a generated community (`santong.generate`): by bulk load (bench/bulkload.py: the
+   rows the server's PUT would write, by COPY from several processes; default) or by PUT
+   through the server (`--setup put`).
 3. Drives each scenario from a separate process (wrk, or bench/pyload.py when wrk is missing):
-   create / read by id / update at 1 and 16 clients, searches, transactions (probed: the ones
-   the server cannot do yet are reported as skipped).
+   create / read by id / update at 1 and 16 clients and transactions at the first size;
+   searches at every size (probed: the ones the server cannot do yet are reported as skipped);
+   with `--soak`, mixed traffic at the last size while the server's memory is sampled.
 4. Measures the limits on the same PostgreSQL with the same load generator and concurrency: a
    bare FastAPI + asyncpg app (bench/bare_app.py), and asyncpg alone (bench/raw_pg.py).
 5. Writes report.md and report.json (and PNG charts when matplotlib is installed) under
-   bench/results/<date>-<mode>/, stating the machine, versions, data size and date.
+   bench/results/<date>-<mode>/, stating the machine, versions, data sizes and date.
 
-Usage: python bench/run.py [--quick] [--patients N] [--duration S] [--loadgen auto|wrk|python]
+Usage: python bench/run.py [--quick] [--sizes N,M | --patients N] [--duration S]
+       [--soak [--soak-seconds S]] [--setup bulk|put] [--loadgen auto|wrk|python]
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import bulkload  # noqa: E402
 import raw_pg  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
@@ -50,7 +59,10 @@ import scenarios  # noqa: E402
 from santong import __version__  # noqa: E402
 from santong.generate import Dataset  # noqa: E402
 from santong.generate.output import patient_bundle  # noqa: E402
-from santong.storage.database import start_embedded_postgres  # noqa: E402
+from santong.storage.database import (  # noqa: E402
+    asyncpg_connect_args,
+    start_embedded_postgres,
+)
 from santong.validation import validate_resource  # noqa: E402
 
 FHIR_JSON = "application/fhir+json"
@@ -116,6 +128,26 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn workers when SANTONG_WORKERS > 1)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def tree_memory(pid: int) -> dict[str, Any]:
+    """Resident memory of the server's processes: each one's now and peak, and the total now."""
+    processes = [{"pid": p, **proc_status(p)} for p in process_tree(pid)]
+    processes = [p for p in processes if "VmRSS" in p]
+    return {"processes": processes, "rss_kib": sum(p["VmRSS"] for p in processes),
+            "peak_kib": max((p.get("VmHWM", 0) for p in processes), default=0)}
+
+
 def proc_cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -148,21 +180,24 @@ class LoadGenerator:
             return (out.stdout or out.stderr).splitlines()[0].split(" Copyright")[0]
         return f"bench/pyload.py (Python {platform.python_version()}, asyncio + uvloop)"
 
-    def command(self, url: str, requests: Path, clients: int, duration: float) -> list[str]:
+    def command(self, url: str, requests: Path, clients: int, duration: float,
+                offset: int = 0) -> list[str]:
         if self.kind == "wrk":
             return ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(duration))}s",
                     "--timeout", "30s", "-s", str(HERE / "requests.lua"), url, "--",
-                    str(requests)]
+                    str(requests), str(offset)]
         return [sys.executable, str(HERE / "pyload.py"), "--url", url, "--requests",
-                str(requests), "--connections", str(clients), "--duration", str(duration)]
+                str(requests), "--connections", str(clients), "--duration", str(duration),
+                "--offset", str(offset)]
 
     def run(self, url: str, requests: Path, clients: int, duration: float,
-            server_pid: int | None = None) -> dict[str, Any]:
+            server_pid: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """`offset`: the request of the file to start from (cycling through all of them)."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = proc_cpu_seconds(server_pid) if server_pid else 0.0
         busy0, total0 = machine_busy()
         started = time.perf_counter()
-        done = subprocess.run(self.command(url, requests, clients, duration),
+        done = subprocess.run(self.command(url, requests, clients, duration, offset),
                               capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         busy1, total1 = machine_busy()
@@ -205,7 +240,7 @@ class LoadGenerator:
 
 # ---- request files ----------------------------------------------------------------------------
 
-def write_requests(path: Path, lines: list[tuple[str, str, bytes | None]]) -> Path:
+def write_requests(path: Path, lines: Iterable[tuple[str, str, bytes | None]]) -> Path:
     with open(path, "wb") as handle:
         for method, target, body in lines:
             handle.write(method.encode() + b"\t" + target.encode())
@@ -215,43 +250,73 @@ def write_requests(path: Path, lines: list[tuple[str, str, bytes | None]]) -> Pa
     return path
 
 
-def prepare(dataset: Dataset, work: Path, sample: int) -> dict[str, Any]:
-    log(f"generating {dataset.patients} patients (seed {dataset.seed})")
+def prepare(dataset: Dataset, work: Path, sample: int, load_file: bool) -> dict[str, Any]:
+    """The requests of every scenario, from the first `sample` patients' records; with
+    `load_file`, also the PUT of every resource (the data set-up through the server)."""
+    log(f"preparing requests for {dataset.patients} patients (seed {dataset.seed})")
+    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    shared = dataset.shared()
-    records = list(dataset.records())
-    generate_seconds = time.perf_counter() - started
-    everything = shared + [r for record in records for r in record]
+    records = [dataset.record(i) for i in range(1, min(sample, dataset.patients) + 1)]
     patients = [record[0] for record in records]
-    load_lines = [("PUT", f"/fhir/{r['resourceType']}/{r['id']}", orjson.dumps(r))
-                  for r in everything]
-    picked = patients[:sample]
     # creates use residents beyond the loaded ones, so searches on the loaded ones stay exact
     fresh = [dataset.record(dataset.patients + i)[0] for i in range(1, min(sample, 500) + 1)]
     new_bodies = [orjson.dumps({k: v for k, v in p.items() if k != "id"}) for p in fresh]
     updated = []
-    for p in picked:
+    for p in patients:
         changed = dict(p, telecom=[{"system": "phone", "value": "13900000000", "use": "mobile"}])
         updated.append(("PUT", f"/fhir/Patient/{p['id']}", orjson.dumps(changed)))
     files = {
-        "load": write_requests(work / "load.req", load_lines),
         "create": write_requests(work / "create.req",
                                  [("POST", "/fhir/Patient", b) for b in new_bodies]),
         "read": write_requests(work / "read.req",
-                               [("GET", f"/fhir/Patient/{p['id']}", None) for p in picked]),
+                               [("GET", f"/fhir/Patient/{p['id']}", None) for p in patients]),
         "update": write_requests(work / "update.req", updated),
         "ping": write_requests(work / "ping.req", [("GET", "/ping", None)]),
     }
+    counts: Counter[str] = Counter()
+    if load_file:
+        def puts() -> Iterable[tuple[str, str, bytes | None]]:
+            for r in dataset.resources():
+                counts[r["resourceType"]] += 1
+                yield "PUT", f"/fhir/{r['resourceType']}/{r['id']}", orjson.dumps(r)
+
+        files["load"] = write_requests(work / "load.req", puts())
     searches = {}
     for search in scenarios.SEARCHES:
-        queries = [q for q in (search.query(record[0], record) for record in records[:sample])
-                   if q]
+        queries = [q for q in (search.query(record[0], record) for record in records) if q]
         searches[search.name] = queries
     return {"files": files, "searches": searches, "patients": patients, "records": records,
-            "resources": len(everything), "generate_seconds": round(generate_seconds, 2),
-            "bodies": [b.decode() for b in new_bodies],
-            "counts": {t: sum(1 for r in everything if r["resourceType"] == t)
-                       for t in sorted({r["resourceType"] for r in everything})}}
+            "patients_total": dataset.patients, "resources": sum(counts.values()),
+            "counts": dict(sorted(counts.items())),
+            "prepare_seconds": round(time.perf_counter() - started, 2),
+            "bodies": [b.decode() for b in new_bodies]}
+
+
+def mixed_requests(data: dict[str, Any], searches: dict[str, list[str]],
+                   total: int = 6000) -> list[tuple[str, str, bytes | None]]:
+    """The soak's traffic: in every 10 requests 4 reads by id, 3 searches (each kind in turn),
+    2 updates and 1 create."""
+    def lines(path: Path) -> list[tuple[str, str, bytes | None]]:
+        out: list[tuple[str, str, bytes | None]] = []
+        for raw in path.read_bytes().splitlines():
+            method, target, *body = raw.split(b"\t", 2)
+            out.append((method.decode(), target.decode(), body[0] if body else None))
+        return out
+
+    pools = {key: lines(data["files"][key]) for key in ("read", "update", "create")}
+    kinds = [[("GET", f"/fhir/{q}", None) for q in queries] for queries in searches.values()
+             if queries]
+    pools["search"] = [kinds[i % len(kinds)][i // len(kinds) % len(kinds[i % len(kinds)])]
+                       for i in range(total)] if kinds else pools["read"]
+    pattern = ["read", "search", "read", "update", "search", "read", "create", "search",
+               "read", "update"]
+    used: Counter[str] = Counter()
+    out = []
+    for i in range(total):
+        key = pattern[i % len(pattern)]
+        out.append(pools[key][used[key] % len(pools[key])])
+        used[key] += 1
+    return out
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -261,7 +326,9 @@ class Bench:
         self.args = args
         self.loadgen = LoadGenerator(args.loadgen)
         self.results: dict[str, Any] = {"scenarios": [], "skipped": [], "limits": {},
-                                        "memory": {}, "calibration": []}
+                                        "memory": {"sizes": {}}, "setup": {}, "plans": {},
+                                        "calibration": []}
+        self.patients = 0  # the data size being measured
 
     def measure(self, url: str, requests: Path, clients: int, server_pid: int | None,
                 warmup: bool = True) -> dict[str, Any]:
@@ -273,58 +340,102 @@ class Bench:
                unit: str = "req/s", per_request: float = 1.0,
                server_pid: int | None = None) -> dict[str, Any]:
         entry = {"group": group, "name": name, "clients": clients, "unit": unit,
+                 "patients": self.patients,
                  "rate": round(result["per_second"] * per_request, 1), **result}
         if server_pid:
-            entry["server_rss_kib"] = proc_status(server_pid).get("VmRSS")
+            entry["server_rss_kib"] = tree_memory(server_pid)["rss_kib"]
         self.results["scenarios"].append(entry)
         log(f"{group:12s} {name:55s} c={clients:<3d} {entry['rate']:9.1f} {unit}  "
-            f"p50 {result['p50_us'] / 1000:.1f} ms  p99 {result['p99_us'] / 1000:.1f} ms  "
-            f"errors {result['errors']}")
+            f"p50 {result['p50_us'] / 1000:.1f} ms  p95 {result['p95_us'] / 1000:.1f} ms  "
+            f"p99 {result['p99_us'] / 1000:.1f} ms  errors {result['errors']}")
         return entry
 
     def skip(self, group: str, name: str, reason: str) -> None:
-        self.results["skipped"].append({"group": group, "name": name, "reason": reason})
+        self.results["skipped"].append({"group": group, "name": name, "reason": reason,
+                                        "patients": self.patients})
         log(f"{group:12s} {name:55s} skipped: {reason}")
 
-    # -- Santong
+    # -- Santong, at one data size
 
-    def santong(self, data_dir: Path, data: dict[str, Any], work: Path) -> None:
+    def santong(self, pg_url: str, size: int, data: dict[str, Any], work: Path, *,
+                first: bool, last: bool) -> None:
+        """Set up `size` patients in a database of their own and measure the server on it:
+        everything at the first size, searches at every size, the soak at the last."""
+        self.patients = size
+        database = f"santong_{size}"
+        asyncio.run(create_database(pg_url, database))
+        db_url = make_url(pg_url).set(database=database).render_as_string(hide_password=False)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANTONG_")}
-        env["SANTONG_LOG_LEVEL"] = self.args.server_log_level
+        env.update(SANTONG_LOG_LEVEL=self.args.server_log_level, SANTONG_DATABASE_URL=db_url,
+                   SANTONG_ALLOW_EXPLAIN="true")
         log_path = work / "santong.log"
         with open(log_path, "wb") as out:
             server = subprocess.Popen([sys.executable, "-m", "santong", "serve", "--port",
-                                       str(port), "--data-dir", str(data_dir)], env=env,
-                                      stdout=out, stderr=subprocess.STDOUT, cwd=work)
+                                       str(port)], env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, cwd=work)
+        memory: dict[str, Any] = self.results["memory"]["sizes"].setdefault(str(size), {})
         try:
+            # the server migrates and stores its bundled FHIR package before it is ready
             wait_healthy(f"{url}/readyz", server, log_path)
             pid = server.pid
-            self.results["memory"]["santong_idle_rss_kib"] = proc_status(pid).get("VmRSS")
-            log(f"santong serve pid {pid} on {url}; loading {data['resources']} resources")
-            load = self.loadgen.once(url, data["files"]["load"], 16)
-            self.results["load"] = {"resources": load["requests"], "errors": load["errors"],
-                                    "seconds": load["seconds"],
-                                    "per_second": load["per_second"],
-                                    "failures": load.get("failures", [])}
-            log(f"loaded {load['requests']} resources in {load['seconds']} s "
-                f"({load['per_second']}/s, PUT, 16 clients), errors {load['errors']}")
-            self.results["memory"]["santong_loaded_rss_kib"] = proc_status(pid).get("VmRSS")
-            for name, key, _ in scenarios.CRUD:
-                for clients in scenarios.CLIENTS:
-                    result = self.measure(url, data["files"][key], clients, pid)
-                    self.record("santong", name, clients, result, server_pid=pid)
-            if self.args.profile:  # before transactions, whose Bundles outlive their run
-                self.profile(url, data, pid, work)
+            memory["idle_rss_kib"] = tree_memory(pid)["rss_kib"]
+            self.results["setup"][str(size)] = setup = self.setup(size, db_url, url, data)
+            memory["loaded_rss_kib"] = tree_memory(pid)["rss_kib"]
+            if first:
+                for name, key, _ in scenarios.CRUD:
+                    for clients in scenarios.CLIENTS:
+                        result = self.measure(url, data["files"][key], clients, pid)
+                        self.record("santong", name, clients, result, server_pid=pid)
+                if self.args.profile:  # before transactions, whose Bundles outlive their run
+                    self.profile(url, data, pid, work)
             self.searches(url, data, work, pid)
-            self.transactions(url, data, work, pid)
-            self.results["memory"]["santong"] = proc_status(pid)
+            if first:
+                self.transactions(url, data, work, pid)
+            memory["after_scenarios_rss_kib"] = tree_memory(pid)["rss_kib"]
+            if last and self.args.soak:
+                self.soak(url, data, work, pid)
+            memory.update(tree_memory(pid))
+            self.results["memory"]["santong"] = memory
+            log(f"memory at {size} patients: peak {memory['peak_kib'] / 1024:.0f} MiB, "
+                f"now {memory['rss_kib'] / 1024:.0f} MiB; set-up {setup['resources']} "
+                f"resources at {setup['per_second']}/s")
         finally:
             stop(server)
-            self.results["server_log_tail"] = log_path.read_text(errors="replace")[-3000:]
+            self.results.setdefault("server_log_tail", {})[str(size)] = log_path.read_text(
+                errors="replace")[-3000:]
+            if not self.args.keep:
+                asyncio.run(drop_database(pg_url, database))
+
+    def setup(self, size: int, db_url: str, url: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Load the generated community; VACUUM ANALYZE either way, as autovacuum would have."""
+        if self.args.setup == "put":
+            log(f"set-up: {data['resources']} resources by PUT through the server, 16 clients")
+            load = self.loadgen.once(url, data["files"]["load"], 16)
+            result: dict[str, Any] = {
+                "method": "put", "patients": size, "resources": load["requests"],
+                "errors": load["errors"], "failures": load.get("failures", []),
+                "seconds": load["seconds"], "per_second": load["per_second"],
+                "counts": data["counts"], "processes": 1}
+            started = time.perf_counter()
+            asyncio.run(bulkload.vacuum_analyze(db_url))
+            result["analyze_seconds"] = round(time.perf_counter() - started, 1)
+        else:
+            # small sizes in this process: starting worker processes would cost more
+            processes = self.args.setup_processes if size >= 2000 else 0
+            result = {"method": "bulk", **bulkload.load(db_url, size, self.args.seed,
+                                                          processes, progress=log)}
+        result["database_bytes"] = asyncio.run(database_size(db_url))
+        data["resources"], data["counts"] = result["resources"], result["counts"]
+        log(f"set-up: {result['resources']} resources ({result['method']}) in "
+            f"{result['seconds']} s = {result['per_second']}/s, errors {result['errors']}; "
+            f"database {result['database_bytes'] / 2**30:.2f} GiB")
+        return result
 
     def searches(self, url: str, data: dict[str, Any], work: Path, pid: int) -> None:
+        plans: dict[str, str] = {}
+        data["searchable"] = {}
         for search in scenarios.SEARCHES:
             queries = data["searches"][search.name]
             if not queries:
@@ -338,6 +449,8 @@ class Bench:
                     reason += ": " + orjson.loads(body)["issue"][0]["diagnostics"][:120]
                 self.skip("search", search.name, reason + ")")
                 continue
+            data["searchable"][search.name] = queries
+            plans[search.name] = explain(url, queries[0])
             path = write_requests(work / f"search-{len(self.results['scenarios'])}.req",
                                   [("GET", f"/fhir/{q}", None) for q in queries])
             for clients in scenarios.SEARCH_CLIENTS[-1:] if self.args.quick else \
@@ -345,6 +458,45 @@ class Bench:
                 # quick mode: the server is warm by now (CRUD ran first), no warm-up each
                 result = self.measure(url, path, clients, pid, warmup=not self.args.quick)
                 self.record("search", search.name, clients, result, server_pid=pid)
+        self.results["plans"][str(self.patients)] = plans
+
+    def soak(self, url: str, data: dict[str, Any], work: Path, pid: int) -> None:
+        """Mixed traffic for --soak-seconds in slices, the server's memory after each."""
+        args = self.args
+        lines = mixed_requests(data, data.get("searchable", {}))
+        path = write_requests(work / "soak.req", lines)
+        interval = max(1.0, min(args.soak_interval, args.soak_seconds))
+        slices = max(1, round(args.soak_seconds / interval))
+        log(f"soak: {slices} × {interval:.0f} s of mixed traffic, 16 clients, at "
+            f"{self.patients} patients")
+        samples = [{"seconds": 0.0, "rss_kib": tree_memory(pid)["rss_kib"]}]
+        started = time.perf_counter()
+        for i in range(slices):
+            result = self.loadgen.run(url, path, 16, interval, pid, offset=i * 7919)
+            samples.append({"seconds": round(time.perf_counter() - started, 1),
+                            "rss_kib": tree_memory(pid)["rss_kib"],
+                            "per_second": result["per_second"], "p50_us": result["p50_us"],
+                            "p95_us": result["p95_us"], "p99_us": result["p99_us"],
+                            "requests": result["requests"], "errors": result["errors"]})
+            log(f"soak {samples[-1]['seconds']:7.0f} s  {result['per_second']:7.1f} req/s  "
+                f"p95 {result['p95_us'] / 1000:.1f} ms  RSS {samples[-1]['rss_kib'] / 1024:.1f}"
+                f" MiB  errors {result['errors']}")
+        # the baseline: after the first tenth of the soak (caches and pools warm by then)
+        baseline = samples[max(1, round(slices / 10))]["rss_kib"]
+        final = samples[-1]["rss_kib"]
+        self.results["soak"] = {
+            "patients": self.patients, "seconds": round(time.perf_counter() - started, 1),
+            "interval": interval, "clients": 16, "samples": samples,
+            "mix": "per 10 requests: 4 reads by id, 3 searches (each kind in turn), "
+                   "2 updates, 1 create",
+            "baseline_rss_kib": baseline, "final_rss_kib": final,
+            "max_rss_kib": max(x["rss_kib"] for x in samples),
+            "growth_percent": round(100 * (final - baseline) / baseline, 1) if baseline else None,
+            "requests": sum(x.get("requests", 0) for x in samples),
+            "errors": sum(x.get("errors", 0) for x in samples),
+        }
+        log(f"soak: RSS {baseline / 1024:.1f} -> {final / 1024:.1f} MiB "
+            f"({self.results['soak']['growth_percent']} %)")
 
     def transactions(self, url: str, data: dict[str, Any], work: Path, pid: int) -> None:
         name = f"transaction Bundles of ≥{scenarios.TRANSACTION_ENTRIES} entries"
@@ -464,30 +616,22 @@ class Bench:
         budget = 0.05 if self.args.quick else 0.3
         for rtype, items in sorted(by_type.items()):
             items = items[:200]
-            for item in items:  # the first pass fills the validator's per-type caches
-                validate_resource(item)
-            runs, started = 0, time.perf_counter()
-            while time.perf_counter() - started < budget:
-                for item in items:
-                    if validate_resource(item):
-                        raise RuntimeError(f"generated {rtype} is invalid")
-                runs += 1
-            structural = (time.perf_counter() - started) / (runs * len(items)) * 1e6
-            row = {"type": rtype, "sample": len(items), "structural_us": round(structural, 1),
+            if any(validate_resource(item) for item in items):  # also fills per-type caches
+                raise RuntimeError(f"generated {rtype} is invalid")
+            row = {"type": rtype, "sample": len(items),
+                   "structural_us": per_item_us(validate_resource, items, budget),
                    "bytes": round(mean(len(orjson.dumps(i)) for i in items))}
             if profile is not None:
-                started = time.perf_counter()
-                for item in items:
-                    profile(item)
-                row["profile_us"] = round((time.perf_counter() - started) / len(items) * 1e6, 1)
+                row["profile_us"] = per_item_us(profile, items, budget)
             rows.append(row)
         self.results["validation"] = {
             "rows": rows,
             "profile": "available" if profile is not None else
-                       "not available: no three-connections profiles yet (fhir_profiles/ is "
-                       "empty); plug in scenarios.profile_validator()",
+                       "not measured: scenarios.profile_validator() returns None",
         }
-        log("validation   " + ", ".join(f"{r['type']} {r['structural_us']} µs" for r in rows))
+        log("validation   " + ", ".join(
+            f"{r['type']} {r['structural_us']}" + (f"/{r['profile_us']}" if "profile_us" in r
+                                                   else "") + " µs" for r in rows))
 
     def run(self) -> Path:
         args = self.args
@@ -500,18 +644,26 @@ class Bench:
         data_dir, work = temp / "data", temp / "work"
         work.mkdir()
         try:
-            log(f"mode {mode}: {args.patients} patients, {args.duration} s per scenario "
-                f"(+{args.warmup} s warm-up), load generator {self.loadgen.kind}")
+            log(f"mode {mode}: {', '.join(map(str, args.sizes))} patients, {args.duration} s "
+                f"per scenario (+{args.warmup} s warm-up), set-up by {args.setup}, load "
+                f"generator {self.loadgen.kind}" + (f", soak {args.soak_seconds} s"
+                                                    if args.soak else ""))
             pg_url = start_embedded_postgres(data_dir)
-            asyncio.run(create_limit_database(pg_url))
-            dataset = Dataset(args.patients, seed=args.seed)
-            data = prepare(dataset, work, args.sample)
-            data["patients_total"] = args.patients
-            self.santong(data_dir, data, work)
-            self.bare(pg_url, data, work)
-            self.raw(pg_url, data)
-            self.validation_cost(data)
-            self.results["meta"] = meta(self, pg_url, stamp, mode, data,
+            asyncio.run(create_database(pg_url, "bench_limit"))
+            first: dict[str, Any] = {}
+            by_size: dict[str, Any] = {}
+            for index, size in enumerate(args.sizes):
+                data = prepare(Dataset(size, seed=args.seed), work / str(size), args.sample,
+                               load_file=args.setup == "put")
+                self.santong(pg_url, size, data, work / str(size), first=index == 0,
+                             last=index == len(args.sizes) - 1)
+                by_size[str(size)] = {"resources": data["resources"], "counts": data["counts"]}
+                first = first or data
+            self.patients = args.sizes[0]
+            self.bare(pg_url, first, work)
+            self.raw(pg_url, first)
+            self.validation_cost(first)
+            self.results["meta"] = meta(self, pg_url, stamp, mode, by_size,
                                         time.perf_counter() - started)
         finally:
             if args.keep:
@@ -523,6 +675,31 @@ class Bench:
         return args.out_dir
 
 
+def per_item_us(function: Any, items: list[dict[str, Any]], budget: float) -> float:
+    """Mean µs of `function(item)` over `items`, repeated for about `budget` seconds (after a
+    first pass that fills caches)."""
+    for item in items:
+        function(item)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < budget:
+        for item in items:
+            function(item)
+        runs += 1
+    return round((time.perf_counter() - started) / (runs * len(items)) * 1e6, 1)
+
+
+def explain(url: str, query: str) -> str:
+    """The server's SQL plan of a search (`_explain`, allowed for the benchmark's server)."""
+    status, body = http("GET", f"{url}/fhir/{query}&_explain=true" if "?" in query
+                        else f"{url}/fhir/{query}?_explain=true")
+    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, StopIteration):
+        parameters = orjson.loads(body)["parameter"]
+        sql = next(p["valueString"] for p in parameters if p["name"] == "sql")
+        plan = next(p["valueString"] for p in parameters if p["name"] == "plan")
+        return f"{sql}\n\n{plan}"
+    return f"(no plan: HTTP {status})"
+
+
 def limit_dsn(pg_url: str) -> tuple[str, str | None]:
     parsed = make_url(pg_url)
     host = parsed.query.get("host")
@@ -531,16 +708,32 @@ def limit_dsn(pg_url: str) -> tuple[str, str | None]:
     return dsn, host if isinstance(host, str) else None
 
 
-async def create_limit_database(pg_url: str) -> None:
+async def _admin(pg_url: str, *statements: str) -> None:
     import asyncpg
 
-    parsed = make_url(pg_url)
-    host = parsed.query.get("host")
-    dsn = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn, **({"host": host} if isinstance(host, str) else {}))
+    connection = await asyncpg.connect(**asyncpg_connect_args(pg_url))
     try:
-        await connection.execute("DROP DATABASE IF EXISTS bench_limit")
-        await connection.execute("CREATE DATABASE bench_limit")
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def create_database(pg_url: str, name: str) -> None:
+    await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                 f'CREATE DATABASE "{name}"')
+
+
+async def drop_database(pg_url: str, name: str) -> None:
+    await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def database_size(db_url: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(**asyncpg_connect_args(db_url))
+    try:
+        return int(await connection.fetchval("SELECT pg_database_size(current_database())"))
     finally:
         await connection.close()
 
@@ -560,7 +753,7 @@ async def seed_bare(dsn: str, host_dir: str | None, patients: list[dict[str, Any
         await connection.close()
 
 
-def meta(bench: Bench, pg_url: str, stamp: datetime, mode: str, data: dict[str, Any],
+def meta(bench: Bench, pg_url: str, stamp: datetime, mode: str, by_size: dict[str, Any],
          seconds: float) -> dict[str, Any]:
     args = bench.args
     cpu = "unknown"
@@ -602,12 +795,26 @@ def meta(bench: Bench, pg_url: str, stamp: datetime, mode: str, data: dict[str, 
         "versions": {"santong": __version__, "commit": commit + (" (modified)" if dirty else ""),
                      "python": platform.python_version(), "postgresql": asyncio.run(pg_version()),
                      "load_generator": bench.loadgen.version(), **versions},
-        "settings": {"patients": args.patients, "seed": args.seed, "duration": args.duration,
-                     "warmup": args.warmup, "sample": args.sample,
+        "settings": {"sizes": args.sizes, "seed": args.seed, "duration": args.duration,
+                     "warmup": args.warmup, "sample": args.sample, "setup": args.setup,
+                     "setup_processes": args.setup_processes,
+                     "soak_seconds": args.soak_seconds if args.soak else None,
                      "server_log_level": args.server_log_level},
-        "data": {"patients": args.patients, "resources": data["resources"],
-                 "counts": data["counts"], "generate_seconds": data["generate_seconds"]},
+        "data": {"patients": args.sizes[0], "sizes": args.sizes,
+                 "resources": by_size[str(args.sizes[0])]["resources"],
+                 "counts": by_size[str(args.sizes[0])]["counts"], "by_size": by_size},
+        "load": os.getloadavg(),
     }
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of patient counts: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"not a list of patient counts: {text!r}")
+    return sizes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -616,25 +823,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="everyday mode: small data, 2 s per scenario (< 2 minutes)")
     parser.add_argument("--smoke", action="store_true",
                         help="CI smoke mode: tiny data, 1 s per scenario, no warm-up")
-    parser.add_argument("--patients", type=int)
+    parser.add_argument("--patients", type=int, help="one data size (as --sizes N)")
+    parser.add_argument("--sizes", type=_sizes, metavar="N,M,…",
+                        help="data sizes in patients, e.g. 10000,100000: searches at each, "
+                             "everything else at the first")
+    parser.add_argument("--setup", choices=("bulk", "put"), default="bulk",
+                        help="load the data by bulk load (the server's rows by COPY, default) "
+                             "or by PUT through the server")
+    parser.add_argument("--setup-processes", type=int, default=2,
+                        help="bulk load processes (2; sizes under 2,000 load in-process)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--duration", type=float, help="seconds of load per scenario")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up before each")
     parser.add_argument("--sample", type=int, default=2000,
                         help="distinct resources/queries each scenario cycles through")
+    parser.add_argument("--soak", action="store_true",
+                        help="mixed traffic at the last size, sampling the server's memory")
+    parser.add_argument("--soak-seconds", type=float, default=600.0,
+                        help="length of the soak (600)")
+    parser.add_argument("--soak-interval", type=float, default=30.0,
+                        help="seconds between memory samples in the soak (30)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--server-log-level", default="info",
                         help="Santong's log level during the run (default info, as deployed)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the server with py-spy during create and read")
     parser.add_argument("--out", type=Path, help="report folder (default bench/results/…)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary data folder and the databases")
     args = parser.parse_args(argv)
     if args.smoke:
         args.quick = True
     defaults = ((30, 1.0, 0.0) if args.smoke else (200, 2.0, 1.0) if args.quick
                 else (10000, 15.0, 3.0))
-    args.patients = args.patients if args.patients is not None else defaults[0]
+    if args.sizes and args.patients is not None:
+        parser.error("--patients and --sizes are the same thing: give one")
+    args.sizes = args.sizes or [args.patients if args.patients is not None else defaults[0]]
+    args.patients = args.sizes[0]
     args.duration = args.duration if args.duration is not None else defaults[1]
     args.warmup = args.warmup if args.warmup is not None else defaults[2]
     return args

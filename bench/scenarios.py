@@ -93,6 +93,11 @@ TARGETS = {
     ("transaction", 4): ("≥ 3,000 resources/s", 3000.0),
 }
 
+# Issue 3's search targets (informational): p95 of the first page by kind of search, and the
+# largest change in throughput between the smallest and the largest data size.
+SEARCH_P95_TARGET_MS = {"token": 20.0, "string": 20.0, "include": 50.0}
+SEARCH_THROUGHPUT_DRIFT = 0.20
+
 
 def profile_validator() -> Callable[[Resource], list[Any]] | None:
     """Validation against the bundled three-connections profiles (fhir_profiles/), loaded in

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bulkload  # noqa: E402
 
-PATIENTS = 12
+PATIENTS = 40
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 FHIR_JSON = "application/fhir+json"
 NATIONAL_ID = orjson.loads(
@@ -87,25 +87,37 @@ async def _put_through_the_server(url: str, resources: list[dict[str, Any]]) -> 
         await engine.dispose()
 
 
-async def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table's rows, rid and seq replaced by the resource's type and id, sorted."""
+async def _tables(url: str) -> dict[str, list[tuple[str, ...]]]:
+    """Every table's rows, sorted: rid and seq replaced by the resource's type and id, the
+    clock's values outside the resource tables by whether they are set."""
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
-        out = {
-            "resource": await connection.fetch(
-                "SELECT resource_type, id, version_id, last_updated, deleted, content"
-                " FROM resource"),
-            "resource_history": await connection.fetch(
-                "SELECT resource_type, id, version_id, last_updated, method, content"
-                " FROM resource_history"),
-        }
-        for name in bulkload.index_tables():
-            out[name] = await connection.fetch(
-                f"SELECT r.resource_type, r.id, to_jsonb(s) - 'rid' FROM search_{name} s"
-                " JOIN resource r ON r.rid = s.rid")
-        return {k: sorted(tuple(map(str, row)) for row in rows) for k, rows in out.items()}
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table, column, kind in await connection.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name <> 'alembic_version'"
+                " ORDER BY table_name, ordinal_position"):
+            columns.setdefault(table, []).append((column, kind))
+        out = {}
+        for table, cols in columns.items():
+            indexed = "rid" in dict(cols) and table != "resource"
+            clock = table not in bulkload.RESOURCE_TABLES and not indexed
+            select = ", ".join(f"(s.{c} IS NOT NULL)" if clock and kind.startswith("timestamp")
+                               else f"s.{c}::text" for c, kind in cols
+                               if c not in ("rid", "seq"))
+            join = " JOIN resource r ON r.rid = s.rid" if indexed else ""
+            extra = "r.resource_type, r.id, " if indexed else ""
+            rows = await connection.fetch(f"SELECT {extra}{select} FROM {table} s{join}")
+            out[table] = sorted(tuple(map(str, row)) for row in rows)
+        return out
     finally:
         await connection.close()
+
+
+def _server_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids the server draws (a referral Task it opens) in a repeatable sequence."""
+    counter = iter(range(1, 10**6))
+    monkeypatch.setattr(storing, "new_id", lambda: f"00000000-0000-4000-8000-{next(counter):012d}")
 
 
 def test_bulk_load_writes_what_the_server_writes(
@@ -114,13 +126,18 @@ def test_bulk_load_writes_what_the_server_writes(
     monkeypatch.setattr(storing, "now", lambda: MOMENT)
     dataset = Dataset(PATIENTS, seed=7)
     through_server, bulk = fresh_database(), fresh_database()
+    _server_ids(monkeypatch)
     asyncio.run(_put_through_the_server(through_server, list(dataset.resources())))
+    _server_ids(monkeypatch)
     result = bulkload.load(bulk, PATIENTS, seed=7, processes=0)
     assert result["errors"] == 0, result["failures"]
+    assert result["through_server"] == sum(
+        1 for r in dataset.resources() if r["resourceType"] in bulkload.THROUGH_SERVER) > 0
     expected, loaded = asyncio.run(_tables(through_server)), asyncio.run(_tables(bulk))
-    assert len(expected["resource"]) == result["resources"] + 1 > PATIENTS * 5
-    custom = f'"code": "{NATIONAL_ID["code"]}"'
-    assert any(custom in row[2] for row in loaded["token"])
+    assert set(loaded) == set(expected)
+    assert sum(1 for row in expected["resource"] if row[1] in {
+        r["id"] for r in dataset.resources()}) == result["resources"] > PATIENTS * 5
+    assert any(NATIONAL_ID["code"] in row for row in loaded["search_token"])
     assert sum(len(rows) for rows in expected.values()) > result["resources"] * 5
     for table, rows in expected.items():
         assert loaded[table] == rows, table

@@ -2,7 +2,8 @@
 
 Never asserts on speed (the machines are shared and noisy), only that every scenario ran or was
 explicitly skipped with a reason, that every request succeeded, and that the report says what it
-must (machine, versions, data size, date, ratios to the limits, memory).
+must (machine, versions, data sizes, date, ratios to the limits, memory, the soak). Two tiny
+data sizes and a two-second soak exercise `--sizes` and `--soak` cheaply.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import scenarios  # noqa: E402
 
+SIZES = (30, 45)
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANTONG_")}
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke",
-                             "--out", str(out)], capture_output=True, text=True, timeout=600,
-                            env=env, cwd=ROOT)
+                             "--sizes", ",".join(map(str, SIZES)), "--soak", "--soak-seconds",
+                             "2", "--soak-interval", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
 
@@ -40,9 +44,10 @@ def test_every_scenario_ran_or_was_skipped_with_a_reason(report: tuple[dict, str
         for clients in scenarios.CLIENTS:
             assert ("santong", name, clients) in ran
             assert ("bare", name, clients) in ran
-    for search in scenarios.SEARCHES:
-        assert ("search", search.name) in skipped or any(
-            g == "search" and n == search.name for g, n, _ in ran), search.name
+    for size in SIZES:
+        for search in scenarios.SEARCHES:
+            assert any(s["name"] == search.name and s["patients"] == size
+                       for s in results["scenarios"] + results["skipped"]), (size, search.name)
     assert any(g == "transaction" for g, _, _ in ran) or any(
         g == "transaction" for g, _ in skipped)
     assert all(s["reason"] for s in results["skipped"])
@@ -55,11 +60,17 @@ def test_every_scenario_ran_or_was_skipped_with_a_reason(report: tuple[dict, str
 
 def test_no_request_failed(report: tuple[dict, str]) -> None:
     results, _ = report
-    assert results["load"]["errors"] == 0, results["load"]["failures"]
-    assert results["load"]["resources"] == results["meta"]["data"]["resources"]
+    for size in SIZES:
+        setup = results["setup"][str(size)]
+        assert setup["errors"] == 0, setup["failures"]
+        assert setup["resources"] == results["meta"]["data"]["by_size"][str(size)]["resources"]
+    assert results["setup"][str(SIZES[1])]["resources"] > results["setup"][str(SIZES[0])][
+        "resources"]
     failed = {(s["group"], s["name"], s["clients"]): s["errors"] for s in results["scenarios"]
               if s["errors"]}
     assert failed == {}, results.get("server_log_tail")
+    assert results["soak"]["errors"] == 0, results.get("server_log_tail")
+    assert results["soak"]["requests"] > 0
     assert all(s["requests"] > 0 for s in results["scenarios"])
     assert all(v["rows"] > 0 for v in results["limits"].values())
 
@@ -73,9 +84,16 @@ def test_report_states_machine_versions_data_ratios_and_memory(report: tuple[dic
     rows = results["comparisons"]
     assert len(rows) == len(scenarios.CRUD) * len(scenarios.CLIENTS)
     assert all(r["ratio_to_bare"] and r["ratio_to_asyncpg"] for r in rows)
-    assert results["memory"]["santong"]["VmHWM"] > 10_000  # KiB
-    for heading in ("## Machine, versions, data", "## Santong against the limits", "## Search",
+    for size in SIZES:
+        assert results["memory"]["sizes"][str(size)]["peak_kib"] > 10_000
+    soak = results["soak"]
+    assert len(soak["samples"]) >= 3 and soak["growth_percent"] is not None
+    assert all(s["rss_kib"] > 10_000 for s in soak["samples"])
+    by_size = [r for r in results["search_by_size"] if all(r["by_size"].values())]
+    assert by_size and all(r["throughput_change_percent"] is not None for r in by_size)
+    for heading in ("## Machine, versions, data", "## Data set-up",
+                    "## Santong against the limits", "## Search", "## Search by data size",
                     "## Transactions", "## The raw limits", "## Load generator",
-                    "## Validation cost", "## Memory"):
+                    "## Validation cost", "## Memory", "## Soak"):
         assert heading in markdown
     assert "No failed requests in any scenario." in markdown
