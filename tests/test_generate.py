@@ -27,8 +27,11 @@ from santong.generate.identifiers import (
 from santong.generate.load import load
 from santong.generate.output import community_bundle, patient_bundle
 from santong.validation import validate_resource
+from santong.validation.profiles import validate_against
+from santong.validation.registry import ProfileRegistry
 
 PATIENTS = 60
+PACKAGE = Path(__file__).resolve().parent.parent / "fhir_profiles"
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,37 @@ def test_every_resource_is_valid_r4(resources: list[dict[str, Any]]) -> None:
                for r in resources if validate_resource(r)}
     assert invalid == {}
     assert len(resources) > PATIENTS * 8
+
+
+def test_every_resource_meets_its_package_profile(resources: list[dict[str, Any]]) -> None:
+    """Each generated resource of a profiled type validates against the three-connections
+    profile for its type (fhir_profiles/), as if it claimed it."""
+    registry = ProfileRegistry(None)
+    registry.load_folder(PACKAGE)
+    by_type = {p.type: p for p in registry.current.profiles.values() if p.type != "Extension"}
+    checked = Counter()
+    for resource in resources:
+        profile = by_type.get(resource["resourceType"])
+        if profile is None:
+            continue
+        issues = validate_against(resource, [profile], registry.current)
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        assert errors == [], (resource["resourceType"], resource["id"], errors)
+        checked[resource["resourceType"]] += 1
+    assert set(checked) == set(by_type)
+
+
+def test_core_invariants_the_profiles_do_not_check(resources: list[dict[str, Any]]) -> None:
+    """ctm-1 (onBehalfOf only for Practitioner members) and ppc-1 (a Consent has a policy or a
+    policyRule): core constraints, which profile validation leaves to the base."""
+    for team in of_type(resources, "CareTeam"):
+        for participant in team["participant"]:
+            if "onBehalfOf" in participant:
+                assert participant["member"]["reference"].startswith("Practitioner/"), team["id"]
+    consents = of_type(resources, "Consent")
+    assert consents
+    for consent in consents:
+        assert consent.get("policy") or consent.get("policyRule"), consent
 
 
 def test_ids_are_unique_and_every_reference_resolves(resources: list[dict[str, Any]]) -> None:

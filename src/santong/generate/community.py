@@ -265,8 +265,9 @@ def build_community(seed: int, patients: int, as_of: date) -> Community:
                 "participant": [
                     {"role": [concept(codes.CS_TEAM_ROLE, role_code,
                                       codes.TEAM_ROLES[role_code])],
-                     "member": ref(member, member["practitioner"]["display"]),
-                     "onBehalfOf": member["organization"]}
+                     # a PractitionerRole names its organization: FHIR's ctm-1 allows
+                     # onBehalfOf only for Practitioner members
+                     "member": ref(member, member["practitioner"]["display"])}
                     for member, role_code in members
                 ],
                 "managingOrganization": [ref(centre.org, centre.name),

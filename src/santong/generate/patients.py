@@ -160,6 +160,8 @@ class _Record:
             "dateTime": fhir_datetime(at(start, rng)),
             "performer": [self.me_ref],
             "organization": [ref(self.centre.org, self.centre.name)],
+            # FHIR's ppc-1: a policy or a policyRule (the guide's contract example's policy)
+            "policy": [{"uri": f"{codes.LOCAL}/policy/family-doctor-contract-basic"}],
             "sourceAttachment": {"contentType": "application/pdf",
                                  "title": "家庭医生签约服务协议（基础包）"},
             "provision": {
