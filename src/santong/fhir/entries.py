@@ -9,7 +9,7 @@ dispatches like any single REST call; this module only prepares entries and answ
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -208,19 +208,21 @@ def failed_entry(entry: Entry, exc: FhirError) -> FhirError:
     return FhirError(exc.status, issues, dict(exc.headers))
 
 
-def references(value: Any) -> Iterator[dict[str, Any]]:
+def references(value: Any) -> list[dict[str, Any]]:
     """Every object holding a string `reference` (Reference), at any depth: nested elements,
-    extensions, contained resources, Parameters values."""
-    if isinstance(value, dict):
-        if isinstance(value.get("reference"), str):
-            yield value
-        for child in value.values():
-            if isinstance(child, (dict, list)):
-                yield from references(child)
-    elif isinstance(value, list):
-        for child in value:
-            if isinstance(child, (dict, list)):
-                yield from references(child)
+    extensions, contained resources, Parameters values; in document order."""
+    found: list[dict[str, Any]] = []
+    # An explicit stack, not recursive generators: this walks every entry of every Bundle.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            if type(item.get("reference")) is str:
+                found.append(item)
+            stack.extend(c for c in reversed(item.values()) if type(c) in (dict, list))
+        elif type(item) is list:
+            stack.extend(c for c in reversed(item) if type(c) in (dict, list))
+    return found
 
 
 def base_of(full_url: str | None) -> str | None:
