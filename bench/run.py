@@ -665,6 +665,12 @@ class Bench:
             self.validation_cost(first)
             self.results["meta"] = meta(self, pg_url, stamp, mode, by_size,
                                         time.perf_counter() - started)
+        except BaseException:
+            # what was measured before the failure, for a long run not to be lost entirely
+            (args.out_dir / "partial.json").write_text(
+                json.dumps(self.results, indent=2, ensure_ascii=False, default=str))
+            log(f"failed; measurements so far in {args.out_dir / 'partial.json'}")
+            raise
         finally:
             if args.keep:
                 log(f"kept {temp}")
