@@ -468,3 +468,33 @@ async def test_a_queued_create_whose_id_is_taken_fails_the_whole_transaction(
             assert kept is not None and kept.content != "{}"
     finally:
         await engine.dispose()
+
+
+async def test_history_keeps_the_order_of_writes_within_a_millisecond(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Versions of one millisecond are ordered by their history rows: a queued create must
+    not be numbered after a write made later in the same transaction."""
+    from santong.fhir import storing
+    from santong.fhir.storing import create_version_1, write_next
+    from santong.fhir.versioning import now
+    from santong.storage.database import create_engine
+    from santong.storage.repository import HistoryQuery, Repository
+
+    moment = now()
+    monkeypatch.setattr(storing, "now", lambda: moment)  # every write in the same millisecond
+    engine = create_engine(database_url)
+    try:
+        repository = Repository(engine)
+        existing = unique("hist")
+        async with repository.transaction() as tx:
+            assert await create_version_1(tx, patient(), existing, "PUT") is not None
+        async with repository.transaction() as tx:
+            created = await create_version_1(tx, patient(), unique("new"), "POST", fresh=True)
+            current = await tx.read_current("Patient", existing, for_update=True)
+            assert created is not None and current is not None
+            await write_next(tx, current, {**patient(), "id": existing}, "PUT")
+        async with repository.reading() as tx:
+            newest = await tx.history(HistoryQuery(limit=2))
+        assert [(v.id, v.method) for v in newest] == [(existing, "PUT"), (created.id, "POST")]
+    finally:
+        await engine.dispose()

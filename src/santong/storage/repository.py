@@ -151,6 +151,12 @@ class Transaction:
         """Replace the index rows of the stored resource `rid` at the next flush."""
         self._index[rid] = (resource_type, rows)
 
+    async def _keep_history_order(self) -> None:
+        """Queued creates go first: history orders versions of the same millisecond by the
+        sequence of their rows, which must follow the order the writes were made in."""
+        if self._new:
+            await self.flush()
+
     async def flush(self) -> None:
         """Write what is queued: new resources, then every queued resource's index rows."""
         if not self._new and not self._index:
@@ -204,7 +210,7 @@ class Transaction:
     ) -> int | None:
         """Insert version 1 of a new resource and return its rid; None if the id is taken."""
         params = {"t": resource_type, "id": id, "v": 1, "ts": last_updated, "c": content}
-        # No flush: a new row under its own id does not depend on what is queued.
+        await self._keep_history_order()
         inserted = (await self.raw.execute(_INSERT_CURRENT, {**params, "m": method})).first()
         return None if inserted is None else int(inserted[0])
 
@@ -221,6 +227,7 @@ class Transaction:
         params = {
             "t": resource_type, "id": id, "v": version_id, "ts": last_updated, "c": content,
         }
+        await self._keep_history_order()
         updated = await self.raw.execute(
             _UPDATE_CURRENT, {**params, "d": content is None, "m": method})
         return int(updated.scalar_one())
