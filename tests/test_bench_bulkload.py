@@ -43,6 +43,11 @@ MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 FHIR_JSON = "application/fhir+json"
 NATIONAL_ID = orjson.loads(
     (ROOT / "fhir_profiles" / "SearchParameter-patient-national-id.json").read_bytes())
+# All the package's SearchParameters, as a server stores them at start-up: a server app in this
+# test process (the session's) has registered them all, so the databases must hold them all
+# for every loading process to index alike.
+PACKAGE_PARAMETERS = [orjson.loads(p.read_bytes()) for p in
+                      sorted((ROOT / "fhir_profiles").glob("SearchParameter-*.json"))]
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -55,8 +60,10 @@ async def _admin(url: str, statement: str) -> None:
 
 @pytest.fixture
 def fresh_database(server_url: str) -> Iterator[Any]:
-    """Makes migrated databases holding the custom SearchParameter (dropped at the end)."""
+    """Makes migrated databases holding the package's SearchParameters (dropped at the end)."""
     names: list[str] = []
+    # Registrations are process-wide: leave those the session's server made in place.
+    before = {r["url"] for r in PACKAGE_PARAMETERS if parameters.by_url(r["url"]) is not None}
 
     def make() -> str:
         name = f"santong_bulk_{uuid.uuid4().hex[:10]}"
@@ -64,11 +71,13 @@ def fresh_database(server_url: str) -> Iterator[Any]:
         asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
         url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
         upgrade(url)
-        asyncio.run(_put_through_the_server(url, [NATIONAL_ID]))
+        asyncio.run(_put_through_the_server(url, PACKAGE_PARAMETERS))
         return url
 
     yield make
-    parameters.unregister(NATIONAL_ID["url"])
+    for resource in PACKAGE_PARAMETERS:
+        if resource["url"] not in before:
+            parameters.unregister(resource["url"])
     for name in names:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
