@@ -39,10 +39,11 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     location = next(r for r in rest["resource"] if r["type"] == "Location")
     assert "near" not in {p["name"] for p in location["searchParam"]}
     assert patient["conditionalDelete"] == "single"
-    # Operations: $validate everywhere, the terminology ones on their types, $reindex.
-    assert {o["name"] for o in patient["operation"]} == {"validate"}
+    # Operations: $validate and $reindex everywhere, the terminology ones on their types.
+    assert {o["name"] for o in patient["operation"]} == {"validate", "reindex"}
     value_set = next(r for r in rest["resource"] if r["type"] == "ValueSet")
-    assert {o["name"] for o in value_set["operation"]} == {"validate", "expand", "validate-code"}
+    assert {o["name"] for o in value_set["operation"]} == {
+        "validate", "reindex", "expand", "validate-code"}
     assert [o["name"] for o in rest["operation"]] == ["reindex"]
     # Nothing unimplemented is claimed: no XML.
     assert all("xml" not in f for f in statement["format"])

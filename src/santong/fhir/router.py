@@ -15,6 +15,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 
 from santong import definitions
+from santong.fhir import operations
 from santong.fhir.call import Call
 from santong.fhir.entries import read_bundle
 from santong.fhir.formats import response_media_type
@@ -25,21 +26,13 @@ from santong.fhir.interactions.delete import conditional_delete, delete
 from santong.fhir.interactions.history import history
 from santong.fhir.interactions.patch import conditional_patch, patch
 from santong.fhir.interactions.read import read
-from santong.fhir.interactions.reindex import reindex
 from santong.fhir.interactions.search_type import (
     search_compartment,
     search_system,
     search_type,
 )
-from santong.fhir.interactions.terminology import (
-    expand_value_set,
-    lookup_code,
-    translate_code,
-    validate_code,
-)
 from santong.fhir.interactions.transaction import transaction
 from santong.fhir.interactions.update import conditional_update, update
-from santong.fhir.interactions.validate import validate
 from santong.fhir.interactions.vread import vread
 from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
 from santong.fhir.request import FhirRequest, FhirResponse
@@ -53,13 +46,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Call], Awaitable[FhirResponse]]
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-# Route shapes: "T" a resource type, "I" an id, "V" a version id; other segments are literal.
+# Route shapes: "T" a resource type, "I" an id, "V" a version id; other segments are literal
+# (`metadata`, `_history`, `_search`, and `$name` operations, from fhir/operations.py).
 _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     (): {"GET": search_system},
-    ("$reindex",): {"POST": reindex},
-    ("T", "$reindex"): {"POST": reindex},
-    ("T", "$validate"): {"POST": validate},
-    ("T", "I", "$validate"): {"GET": validate, "POST": validate},
     ("metadata",): {"GET": capabilities},
     ("_history",): {"GET": history},
     ("T",): {"GET": search_type, "POST": create, "PUT": conditional_update,
@@ -70,30 +60,20 @@ _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     ("T", "I", "_history"): {"GET": history},
     ("T", "I", "I"): {"GET": search_compartment},
     ("T", "I", "_history", "V"): {"GET": vread},
-    # Terminology operations (fhir/interactions/terminology.py): GET and POST alike.
-    ("T", "$expand"): {"GET": expand_value_set, "POST": expand_value_set},
-    ("T", "I", "$expand"): {"GET": expand_value_set, "POST": expand_value_set},
-    ("T", "$validate-code"): {"GET": validate_code, "POST": validate_code},
-    ("T", "I", "$validate-code"): {"GET": validate_code, "POST": validate_code},
-    ("T", "$lookup"): {"GET": lookup_code, "POST": lookup_code},
-    ("T", "$translate"): {"GET": translate_code, "POST": translate_code},
-    ("T", "I", "$translate"): {"GET": translate_code, "POST": translate_code},
+    **operations.routes(),
 }
-# Which resource types each terminology operation is defined on.
-_OPERATION_TYPES = {"$expand": ("ValueSet",), "$validate-code": ("ValueSet", "CodeSystem"),
-                    "$lookup": ("CodeSystem",), "$translate": ("ConceptMap",)}
+_LITERALS = frozenset({"metadata", "_history", "_search"})
+
+
+def _literal(segment: str) -> bool:
+    # Ids are [A-Za-z0-9-.] and types start with a capital: neither can look like these.
+    return segment in _LITERALS or segment.startswith("$")
 
 
 def _shape(segments: list[str]) -> tuple[str, ...]:
-    shape: list[str] = []
-    for position, segment in enumerate(segments):
-        if position in (0, 1, 2) and (segment in ("metadata", "_history", "_search", "$reindex",
-                                                     "$validate")
-                                      or segment in _OPERATION_TYPES):
-            shape.append(segment)
-        else:
-            shape.append("TIIV"[position] if position < 4 else "?")
-    return tuple(shape)
+    return tuple(segment if position < 3 and _literal(segment)
+                 else "TIIV"[position] if position < 4 else "?"
+                 for position, segment in enumerate(segments))
 
 
 class Router:
@@ -119,16 +99,15 @@ class Router:
             raise error(405, "not-supported",
                         f"{request.method} is not allowed on '{request.path or '/'}'",
                         headers={"Allow": ", ".join(allowed)})
-        if segments and segments[0] not in ("metadata", "_history", "$reindex"):
+        if segments and not _literal(segments[0]):
             if not definitions.is_resource_type(segments[0]):
                 raise error(404, "not-supported", f"Unknown resource type {segments[0]!r}")
-            is_id = len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex",
-                                                          "$validate", *_OPERATION_TYPES)
-            operation = segments[-1] if segments[-1] in _OPERATION_TYPES else None
-            if operation and segments[0] not in _OPERATION_TYPES[operation]:
-                raise error(400, "not-supported", f"Operation {operation} is not defined on "
-                            f"{segments[0]} (only on {', '.join(_OPERATION_TYPES[operation])})")
-            if is_id and not _ID.match(segments[1]):
+            operation = operations.OPERATIONS.get(segments[-1])
+            if operation is not None and not operation.defined_on(segments[0]):
+                defined = ", ".join(sorted(operation.definitions))
+                raise error(400, "not-supported", f"Operation {segments[-1]} is not defined on "
+                            f"{segments[0]} (only on {defined})")
+            if len(segments) > 1 and not _literal(segments[1]) and not _ID.match(segments[1]):
                 raise error(400, "invalid", f"Invalid resource id {segments[1]!r}: ids are "
                                 "1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
         return handler, segments
@@ -146,15 +125,13 @@ class Router:
         call = Call(request, tx, self.settings)  # type: ignore[arg-type]
         if self.profiles is not None:
             profile_registry.activate(self.profiles)
-        if segments and segments[0] not in ("metadata", "_history", "$reindex"):
+        if segments and not _literal(segments[0]):
             call.resource_type = segments[0]
-            if len(segments) > 1 and segments[1] not in ("_history", "_search", "$reindex",
-                                                     "$validate", *_OPERATION_TYPES):
+            if len(segments) > 1 and not _literal(segments[1]):
                 call.id = segments[1]
             if len(segments) == 4:
                 call.version_id = segments[3]
-            elif len(segments) == 3 and segments[2] not in ("_history", "$validate",
-                                                            *_OPERATION_TYPES):
+            elif len(segments) == 3 and not _literal(segments[2]):
                 call.member_type = segments[2]
         # Profiles, ValueSets and CodeSystems changed: every process reloads at commit.
         announce = (call.resource_type in profile_registry.WATCHED_TYPES

@@ -12,6 +12,7 @@ from typing import Any
 import santong
 from santong import definitions
 from santong.fhir.call import Call
+from santong.fhir.operations import system_operations, type_operations
 from santong.fhir.request import FhirResponse
 from santong.fhir.versioning import instant, now
 from santong.search.parameters import parameters_for
@@ -38,21 +39,6 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     return params
 
 
-_CORE_OPERATIONS = "http://hl7.org/fhir/OperationDefinition/"
-# Type-level operations beyond $validate (which every type has), by resource type.
-_OPERATIONS = {
-    "ValueSet": (("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")),
-    "CodeSystem": (("lookup", "CodeSystem-lookup"), ("validate-code", "CodeSystem-validate-code")),
-    "ConceptMap": (("translate", "ConceptMap-translate"),),
-}
-
-
-def _operations(resource_type: str) -> list[dict[str, str]]:
-    named = (("validate", "Resource-validate"), *_OPERATIONS.get(resource_type, ()))
-    return [{"name": name, "definition": _CORE_OPERATIONS + definition}
-            for name, definition in named]
-
-
 def capability_statement(base_url: str) -> dict[str, Any]:
     resources = [
         {
@@ -67,7 +53,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "searchParam": _search_params(resource_type),
-            "operation": _operations(resource_type),
+            "operation": type_operations(resource_type),
         }
         for resource_type in sorted(definitions.RESOURCE_TYPES)
     ]
@@ -98,10 +84,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                  "definition": f"http://hl7.org/fhir/SearchParameter/Resource{name}"}
                 for name, kind in (("_id", "token"), ("_lastUpdated", "date"))
             ],
-            # Rebuilds search indexes (after a custom SearchParameter); not an HL7 operation,
-            # so its definition is the project's own (placeholder canonical base).
-            "operation": [{"name": "reindex", "definition":
-                           "http://santong.example.org/fhir/OperationDefinition/reindex"}],
+            "operation": system_operations(),
         }],
     }
 
