@@ -235,12 +235,14 @@ _SELECT = {"text": "t.code, to_tsvector('simple', t.document)"}
 
 
 @lru_cache(maxsize=1024)
-def _statement(tables: tuple[str, ...], delete: bool) -> Any:
-    """One statement that (optionally) clears the rows of the resources in `:stale` and
-    inserts the given tables' rows, each column an array (rid and resource_type included).
+def index_ctes(tables: tuple[str, ...], delete: bool, rid_map: str | None = None) -> list[str]:
+    """CTEs that (optionally) clear the rows of the resources in `:stale` and insert the given
+    tables' rows, each column an array parameter (rid and resource_type included).
 
-    Built per combination of non-empty tables and cached, so each is prepared once per
-    connection; new resources skip the deletes.
+    `rid_map`: the name of a CTE `(k, rid)` giving the rid of a resource written by the same
+    statement, whose rows carry `-k` as their rid (storage composes it with its inserts).
+    Built per combination of non-empty tables and cached, so each statement is prepared once
+    per connection; new resources skip the deletes.
     """
     parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = ANY(CAST(:stale AS bigint[])))"
              for name in _ALL_TABLES] if delete else []
@@ -250,19 +252,22 @@ def _statement(tables: tuple[str, ...], delete: bool) -> Any:
         names = ", ".join(n for n, _ in columns)
         unnests = ", ".join(f"CAST(:{name}_{n} AS {'text' if t == 'jsonb' else t}[])"
                             for n, t in columns)
-        select = "t.rid, t.resource_type, " + (_SELECT.get(name) or ", ".join(
-            f"CAST(t.{n} AS jsonb)" if t == "jsonb" else f"t.{n}" for n, t in columns[2:]))
+        values_ = _SELECT.get(name) or ", ".join(
+            f"CAST(t.{n} AS jsonb)" if t == "jsonb" else f"t.{n}" for n, t in columns[2:])
+        rid, join = "t.rid", ""
+        if rid_map is not None:
+            rid, join = "coalesce(m.rid, t.rid)", f" LEFT JOIN {rid_map} m ON m.k = -t.rid"
         parts.append(
             f"i_{name} AS (INSERT INTO search_{name} ({names})"
-            f" SELECT {select} FROM unnest({unnests}) AS t({names}))"
+            f" SELECT {rid}, t.resource_type, {values_} FROM unnest({unnests}) AS t({names})"
+            f"{join})"
         )
-    return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
+    return parts
 
 
-async def write_index_rows(connection: Any, resources: list[tuple[int, str, IndexRows]],
-                           stale: list[int]) -> None:
-    """Replace index rows in one statement: delete every row of the `stale` rids, insert the
-    given rows of each (rid, resource_type)."""
+def index_params(resources: list[tuple[int, str, IndexRows]], stale: list[int]
+                 ) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The non-empty tables and the array parameters of `index_ctes` for these rows."""
     params: dict[str, Any] = {"stale": stale}
     tables = []
     for name in _ALL_TABLES:
@@ -279,7 +284,21 @@ async def write_index_rows(connection: Any, resources: list[tuple[int, str, Inde
         if arrays[0]:
             tables.append(name)
             params.update((f"{name}_{c}", a) for c, a in zip(columns, arrays, strict=True))
-    statement = _statement(tuple(tables), bool(stale))
+    return tuple(tables), params
+
+
+@lru_cache(maxsize=1024)
+def _statement(tables: tuple[str, ...], delete: bool) -> Any:
+    parts = index_ctes(tables, delete)
+    return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
+
+
+async def write_index_rows(connection: Any, resources: list[tuple[int, str, IndexRows]],
+                           stale: list[int]) -> None:
+    """Replace index rows in one statement: delete every row of the `stale` rids, insert the
+    given rows of each (rid, resource_type)."""
+    tables, params = index_params(resources, stale)
+    statement = _statement(tables, bool(stale))
     if statement is not None:
         await connection.execute(statement, params)
 

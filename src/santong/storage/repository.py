@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from santong.search.index import IndexRows, write_index_rows
+from santong.search.index import IndexRows, index_ctes, index_params
 
 
 class DuplicateId(Exception):
@@ -90,18 +91,31 @@ _UPDATE_CURRENT = text(
     " SELECT rid FROM current"
 )
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
-# Many new resources (version 1) and their history rows in one statement.
-_INSERT_MANY = text(
-    "WITH new AS (SELECT * FROM unnest(CAST(:t AS text[]), CAST(:id AS text[]),"
-    " CAST(:ts AS timestamptz[]), CAST(:c AS text[]), CAST(:m AS text[])) AS u(t, id, ts, c, m)),"
-    " current AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted,"
+# Many new resources (version 1), their history rows and (the index CTEs added) their index
+# rows in one statement; index rows of a new resource carry -k, its ordinal, as their rid.
+_NEW_RESOURCE_CTES = [
+    "new AS (SELECT * FROM unnest(CAST(:t AS text[]), CAST(:id AS text[]),"
+    " CAST(:ts AS timestamptz[]), CAST(:c AS text[]), CAST(:m AS text[])) WITH ORDINALITY"
+    " AS u(t, id, ts, c, m, k))",
+    "current AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted,"
     " content) SELECT t, id, 1, ts, false, c FROM new"
-    " ON CONFLICT (resource_type, id) DO NOTHING RETURNING resource_type, id, rid),"
-    " history AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated,"
+    " ON CONFLICT (resource_type, id) DO NOTHING RETURNING resource_type, id, rid)",
+    "history AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated,"
     " method, content) SELECT n.t, n.id, 1, n.ts, n.m, n.c FROM new n JOIN current r"
-    " ON r.resource_type = n.t AND r.id = n.id)"
-    " SELECT resource_type, id, rid FROM current"
-)
+    " ON r.resource_type = n.t AND r.id = n.id)",
+    "rids AS (SELECT n.k, r.rid FROM new n JOIN current r ON r.resource_type = n.t"
+    " AND r.id = n.id)",
+]
+
+
+@lru_cache(maxsize=1024)
+def _flush_statement(tables: tuple[str, ...], delete: bool, new: bool) -> Any:
+    """Queued new resources (if any) and index rows, as one statement."""
+    if not new:
+        parts = index_ctes(tables, delete)
+        return text("WITH " + ", ".join(parts) + " SELECT NULL, NULL") if parts else None
+    parts = [*_NEW_RESOURCE_CTES, *index_ctes(tables, delete, rid_map="rids")]
+    return text("WITH " + ", ".join(parts) + " SELECT resource_type, id FROM current")
 
 
 @dataclass(slots=True)
@@ -158,27 +172,27 @@ class Transaction:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write what is queued: new resources, then every queued resource's index rows."""
+        """Write what is queued, new resources and every index row, in one statement."""
         if not self._new and not self._index:
             return
         new, self._new = list(self._new.values()), {}
         replaced, self._index = self._index, {}
-        rows: list[tuple[int, str, IndexRows]] = []
-        if new:
-            result = await self.raw.execute(_INSERT_MANY, {
-                "t": [n.resource_type for n in new], "id": [n.id for n in new],
-                "ts": [n.last_updated for n in new], "c": [n.content for n in new],
-                "m": [n.method for n in new],
-            })
-            rids = {(r[0], r[1]): int(r[2]) for r in result}
-            for n in new:
-                rid = rids.get((n.resource_type, n.id))
-                if rid is None:
-                    raise DuplicateId(n.resource_type, n.id)
-                rows.append((rid, n.resource_type, n.rows))
-        stale = list(replaced)
+        rows = [(-k, n.resource_type, n.rows) for k, n in enumerate(new, start=1)]
         rows += [(rid, t, r) for rid, (t, r) in replaced.items() if r is not None]
-        await write_index_rows(self.raw, rows, stale)
+        tables, params = index_params(rows, list(replaced))
+        if new:
+            params.update(t=[n.resource_type for n in new], id=[n.id for n in new],
+                          ts=[n.last_updated for n in new], c=[n.content for n in new],
+                          m=[n.method for n in new])
+        statement = _flush_statement(tables, bool(replaced), bool(new))
+        if statement is None:
+            return
+        result = await self.raw.execute(statement, params)
+        if new:
+            inserted = {(r[0], r[1]) for r in result}
+            for n in new:
+                if (n.resource_type, n.id) not in inserted:
+                    raise DuplicateId(n.resource_type, n.id)
 
     async def read_current(
         self, resource_type: str, id: str, *, for_update: bool = False
