@@ -410,3 +410,31 @@ async def test_previous_links_walk_back_the_same_pages(
         page = (await client.get(url)).json()
         backward.insert(0, [e["resource"]["id"] for e in page.get("entry", [])])
     assert backward == forward
+
+
+async def test_compartment_holds_exactly_what_its_definition_links(
+        client: httpx.AsyncClient) -> None:
+    """http://hl7.org/fhir/R4/compartmentdefinition-patient.html: an Observation is in a
+    patient's compartment through subject or performer, not through focus; the patient itself
+    is in it; another patient's resources are not."""
+    from tests.helpers import create, patient
+
+    mine = (await create(client, patient())).json()["id"]
+    other = (await create(client, patient())).json()["id"]
+    code = {"text": "血压"}
+
+    async def observation(**links: Any) -> str:
+        body = {"resourceType": "Observation", "status": "final", "code": code, **links}
+        return str((await create(client, body)).json()["id"])
+
+    by_subject = await observation(subject={"reference": f"Patient/{mine}"})
+    by_performer = await observation(subject={"reference": f"Patient/{other}"},
+                                     performer=[{"reference": f"Patient/{mine}"}])
+    by_focus = await observation(subject={"reference": f"Patient/{other}"},
+                                 focus=[{"reference": f"Patient/{mine}"}])
+    found = (await client.get(f"Patient/{mine}/*", params={"_count": 100})).json()
+    assert {e["resource"]["id"] for e in found["entry"]} == {mine, by_subject, by_performer}
+    assert by_focus not in {e["resource"]["id"] for e in (
+        await client.get(f"Patient/{mine}/Observation")).json()["entry"]}
+    theirs = (await client.get(f"Patient/{other}/*", params={"_count": 100})).json()
+    assert {e["resource"]["id"] for e in theirs["entry"]} == {other, by_performer, by_focus}

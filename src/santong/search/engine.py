@@ -197,7 +197,27 @@ def compile_where(spec: SearchSpec, compiler: Compiler) -> tuple[str, Compiled]:
             compiler.binds.update(binds)
         per_type.append(" AND ".join(f"({c})" for c in conditions))
     where = " OR ".join(f"({c})" for c in per_type) if len(per_type) > 1 else per_type[0]
+    if spec.compartment is not None:
+        where = f"({where}) AND r.rid = ANY(ARRAY({_compartment_rids(spec, compiler)}))"
     return f"({where}) AND NOT r.deleted", compiled
+
+
+def _compartment_rids(spec: SearchSpec, compiler: Compiler) -> str:
+    """Every resource that may be in the compartment, from the references pointing at it.
+
+    The per-type conditions say exactly who is in; this lets PostgreSQL start from the few
+    rows pointing at the compartment's resource (an index scan) instead of testing every
+    resource of every member type (`Patient/1/*` spans sixty-odd types).
+    """
+    assert spec.compartment is not None
+    compartment_type, compartment_id = spec.compartment
+    members = definitions.compartment(compartment_type)
+    codes = sorted({c for t in spec.types for c in members.get(t, ()) if c != "{def}"})
+    own_type, own_id = compiler.bind(compartment_type), compiler.bind(compartment_id)
+    return (f"SELECT cx.rid FROM search_reference cx WHERE cx.target_type = {own_type}"
+            f" AND cx.target_id = {own_id} AND cx.code = ANY({compiler.bind(codes)})"
+            f" UNION ALL SELECT own.rid FROM resource own WHERE own.resource_type = {own_type}"
+            f" AND own.id = {own_id}")
 
 
 async def search(connection: AsyncConnection, spec: SearchSpec) -> SearchResult:
