@@ -32,6 +32,8 @@ async def versions_since(client: httpx.AsyncClient, since: str) -> int:
         (b'{"resourceType": "Patient", "name": [{"given": "x"}]}', 400, None,
          "Patient.name[0].given"),
         (b'{"resourceType": "Patient", "gender": ""}', 400, None, "Patient.gender"),
+        (b'{"resourceType": "Patient", "gender": "banana"}', 400, "code-invalid",
+         "Patient.gender"),
         (b'{"resourceType": "Patient", "name": [{"family": "a\\u0000b"}]}', 400, "value", None),
     ],
 )
@@ -58,6 +60,33 @@ async def test_missing_required_element_is_422(client: httpx.AsyncClient) -> Non
     assert response.status_code == 422
     assert outcome_issues(response)[0]["code"] == "required"
     assert "Observation.status" in expressions(response)
+
+
+async def test_required_binding_on_every_write(client: httpx.AsyncClient) -> None:
+    """A code outside its required value set is refused by create, update and in a
+    transaction, naming the allowed codes; nothing is written."""
+    value_set = {"resourceType": "ValueSet", "url": f"http://example.org/{unique('vs')}",
+                 "status": "nonsense"}
+    response = await client.post("ValueSet", json=value_set)
+    assert response.status_code == 400, response.text
+    [issue] = outcome_issues(response)
+    assert (issue["code"], issue["expression"]) == ("code-invalid", ["ValueSet.status"])
+    assert "active, draft, retired, unknown" in issue["diagnostics"]
+    created = await create(client, {**value_set, "status": "draft"})
+    stored = created.json()
+    response = await client.put(f"ValueSet/{stored['id']}", json={**stored, "status": "final"})
+    assert response.status_code == 400, response.text
+    assert expressions(response) == ["ValueSet.status"]
+    first = patient()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": first, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": patient(gender="banana"), "request": {"method": "POST", "url": "Patient"}}]}
+    response = await client.post("", json=bundle)
+    assert response.status_code == 400, response.text
+    assert outcome_issues(response)[0]["code"] == "code-invalid"
+    found = await client.get("Patient", params={"identifier": first["identifier"][0]["value"]})
+    assert found.json().get("total", len(found.json().get("entry", []))) == 0
+    assert (await client.get(f"ValueSet/{stored['id']}")).json()["status"] == "draft"
 
 
 async def test_update_id_rules(client: httpx.AsyncClient) -> None:

@@ -6,16 +6,19 @@ Fixtures in tests/fixtures/r4 are official HL7 FHIR R4 4.0.1 examples (CC0).
 from __future__ import annotations
 
 import copy
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from tests.helpers import r4_base
 
 from santong import definitions
 from santong.validation import MAX_ISSUES, ValidationIssue, validate_resource
 
+ROOT = Path(__file__).resolve().parent.parent
 R4_FIXTURES = Path(__file__).parent / "fixtures" / "r4"
 EXAMPLES = sorted(R4_FIXTURES.glob("*.json"))
 EXT = "http://example.org/ext"
@@ -393,3 +396,127 @@ def test_validation_does_not_mutate_input() -> None:
     before = copy.deepcopy(resource)
     validate_resource(resource)
     assert resource == before
+
+
+# -- required bindings ------------------------------------------------------------------------
+
+_spec = importlib.util.spec_from_file_location(
+    "gen_r4_definitions", ROOT / "tools" / "gen_r4_definitions.py")
+assert _spec is not None and _spec.loader is not None
+gen_r4_definitions = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen_r4_definitions)
+
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+
+
+def condition(**extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Condition", "subject": {"reference": "Patient/1"}, **extra}
+
+
+BINDING_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("code", pat(gender="banana"), "Patient.gender"),
+    ("code-publication-status", {"resourceType": "ValueSet", "status": "nonsense"},
+     "ValueSet.status"),
+    ("code-in-backbone", pat(contact=[{"gender": "x"}]), "Patient.contact[0].gender"),
+    ("code-in-datatype", pat(telecom=[{"system": "pigeon", "value": "x"}]),
+     "Patient.telecom[0].system"),
+    ("code-of-datatype-in-choice", {"resourceType": "Observation", "status": "final",
+                                    "code": {"text": "x"},
+                                    "valueQuantity": {"value": 1, "comparator": "~"}},
+     "Observation.valueQuantity.comparator"),
+    ("code-array", {"resourceType": "SearchParameter", "url": "http://x/sp", "name": "x",
+                    "status": "active", "description": "x", "code": "x", "type": "token",
+                    "base": ["Patient", "Patients"]}, "SearchParameter.base[1]"),
+    ("code-in-contained", pat(contained=[{"resourceType": "Observation", "status": "done",
+                                          "code": {"text": "x"}}]),
+     "Patient.contained[0].status"),
+    ("code-in-bundle", {"resourceType": "Bundle", "type": "transactions"}, "Bundle.type"),
+    ("codeable-concept-wrong-code", condition(clinicalStatus={"coding": [
+        {"system": CONDITION_CLINICAL, "code": "gone"}]}), "Condition.clinicalStatus"),
+    ("codeable-concept-wrong-system", condition(clinicalStatus={"coding": [
+        {"system": "http://example.org/status", "code": "active"}]}),
+     "Condition.clinicalStatus"),
+    ("codeable-concept-text-only", condition(clinicalStatus={"text": "active"}),
+     "Condition.clinicalStatus"),
+]
+
+
+@pytest.mark.parametrize(("resource", "expression"), [case[1:] for case in BINDING_CASES],
+                         ids=[case[0] for case in BINDING_CASES])
+def test_required_binding_errors(resource: dict[str, Any], expression: str) -> None:
+    issues = validate_resource(resource)
+    assert found(issues) == [("code-invalid", expression)], issues
+    assert issues[0].severity == "error"
+
+
+def test_required_binding_diagnostics_name_the_codes() -> None:
+    [issue] = validate_resource(pat(gender="banana"))
+    assert issue.diagnostics == (
+        "Unknown code 'banana' for 'gender': the required value set "
+        "http://hl7.org/fhir/ValueSet/administrative-gender has female, male, other, unknown")
+    # Long value sets are cut short, with their size.
+    [issue] = validate_resource({"resourceType": "CapabilityStatement", "status": "active",
+                                 "date": "2024", "kind": "instance", "fhirVersion": "4.0.1",
+                                 "format": ["json"],
+                                 "rest": [{"mode": "server", "resource": [{"type": "Patients"}]}]})
+    assert issue.expression == "CapabilityStatement.rest[0].resource[0].type"
+    assert "Account, ActivityDefinition" in issue.diagnostics
+    assert issue.diagnostics.endswith("… (148 codes)") and len(issue.diagnostics) < 400
+    [issue] = validate_resource(condition(clinicalStatus={"coding": [
+        {"system": CONDITION_CLINICAL, "code": "gone"}, {"code": "active"}]}))
+    assert f"found {CONDITION_CLINICAL}|gone, active" in issue.diagnostics
+    assert "active, inactive, recurrence, relapse, remission, resolved" in issue.diagnostics
+
+
+def test_required_bindings_accept_their_codes() -> None:
+    for gender in ("male", "female", "other", "unknown"):
+        assert validate_resource(pat(gender=gender)) == []
+    # One coding from the value set is enough; the others may be anything.
+    assert validate_resource(condition(clinicalStatus={"coding": [
+        {"system": "http://example.org/status", "code": "x"},
+        {"system": CONDITION_CLINICAL, "code": "active"}]})) == []
+    # An extension in place of the value (data-absent-reason) is not a code to check.
+    assert validate_resource(pat(_gender={"extension": [
+        {"url": EXT, "valueCode": "asked-unknown"}]})) == []
+    # Bindings to terminologies outside the R4 package are not checked: MIME types, currencies.
+    assert validate_resource({"resourceType": "Binary", "contentType": "x-unknown/whatever"}) == []
+    assert validate_resource({"resourceType": "Invoice", "status": "draft", "totalNet": {
+        "value": 1, "currency": "XYZ"}}) == []
+
+
+def test_required_binding_data() -> None:
+    gender = definitions.structure("Patient").elements["gender"].binding
+    assert gender is not None
+    assert gender.codes == {"male", "female", "other", "unknown"}
+    assert ("http://hl7.org/fhir/administrative-gender", "male") in gender.pairs
+    clinical = definitions.structure("Condition").elements["clinicalStatus"].binding
+    assert clinical is not None and (CONDITION_CLINICAL, "active") in clinical.pairs
+    # Versioned canonicals in the snapshots resolve to the same value set.
+    assert definitions.structure("Observation").elements["status"].binding is not None
+    for external in (("Attachment", "contentType"), ("Money", "currency"),
+                     ("Timing.repeat", "durationUnit")):
+        element = definitions.structure(external[0]).elements[external[1]]
+        assert (element.binding is None) == (external[1] != "durationUnit"), external
+    # Only coded elements carry bindings.
+    for struct_name in ("Patient", "Observation", "Bundle.entry.request", "Quantity"):
+        for element in definitions.structure(struct_name).elements.values():
+            if element.binding is not None:
+                assert element.type in ("code", "Coding", "CodeableConcept")
+
+
+def test_every_official_example_is_valid_but_the_known_invalid() -> None:
+    """All resources of the R4 package, structure and required bindings; the few that break
+    the rules themselves are listed, with why, in tools/gen_r4_definitions.py."""
+    invalid: dict[str, list[ValidationIssue]] = {}
+    count = 0
+    for path in gen_r4_definitions.example_files(r4_base()):
+        resource = orjson.loads(path.read_bytes())
+        count += 1
+        issues = [i for i in validate_resource(resource) if i.severity == "error"]
+        if issues:
+            invalid[path.name] = issues
+    assert count > 5000
+    assert set(invalid) == set(gen_r4_definitions.KNOWN_INVALID), {
+        name: issues[:3] for name, issues in invalid.items()
+        if name not in gen_r4_definitions.KNOWN_INVALID}
+    assert not any(i.code == "code-invalid" for issues in invalid.values() for i in issues)

@@ -6,7 +6,10 @@ to validate FHIR JSON structurally (http://hl7.org/fhir/R4/json.html) and to ans
 such as "which elements are in the summary": for every concrete resource, complex datatype and
 BackboneElement, its elements by JSON name (choice elements expanded, contentReference
 resolved), plus the primitive types with their JSON kind and regex
-(http://hl7.org/fhir/R4/datatypes.html).
+(http://hl7.org/fhir/R4/datatypes.html), and the codes of the ValueSets that `required` bindings
+of coded elements name (``code``, ``Coding``, ``CodeableConcept``;
+http://hl7.org/fhir/R4/terminologies.html#required) when the package alone enumerates them:
+ValueSets drawing on external terminologies (MIME types, UCUM, currencies, …) are left out.
 
 Usage::
 
@@ -41,6 +44,10 @@ EXT_REGEX = SD_PREFIX + "regex"
 
 # Type codes whose children are declared inline in the same StructureDefinition.
 NESTED_TYPES = frozenset({"BackboneElement", "Element"})
+
+# Coded types a required binding is checked on (by code alone for `code`, by system and code for
+# the others).
+CODED_TYPES = frozenset({"code", "Coding", "CodeableConcept"})
 
 # Numeric ranges come from the prose of http://hl7.org/fhir/R4/datatypes.html (32-bit signed
 # integers); the regexes alone do not bound them.
@@ -150,7 +157,64 @@ def json_names(key: str, codes: list[str]) -> Iterator[tuple[str, str, str | Non
         yield key, codes[0], None
 
 
-def build_types(sds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def by_url(package: Path, resource_type: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(package.glob(f"{resource_type}-*.json")):
+        resource = load_json(path)
+        if resource.get("resourceType") == resource_type and isinstance(resource.get("url"), str):
+            found[resource["url"]] = resource
+    return found
+
+
+class ValueSets:
+    """The package's ValueSets, expanded on demand: url -> {system: sorted codes}, or None."""
+
+    def __init__(self, package: Path) -> None:
+        sys.path.insert(0, str(ROOT / "src"))
+        from santong.validation.valuesets import Undecidable, expand
+
+        self._expand, self._undecidable = expand, Undecidable
+        self.value_sets = by_url(package, "ValueSet")
+        self.code_systems = by_url(package, "CodeSystem")
+        self.expanded: dict[str, dict[str, list[str]] | None] = {}
+
+    def codes(self, url: str) -> dict[str, list[str]] | None:
+        if url not in self.expanded:
+            self.expanded[url] = self._codes(url)
+        return self.expanded[url]
+
+    def _codes(self, url: str) -> dict[str, list[str]] | None:
+        value_set = self.value_sets.get(url)
+        if value_set is None:
+            return None  # e.g. a LOINC answer list: not in the package
+        try:
+            codes = self._expand(value_set, lambda u: self.value_sets.get(u.split("|")[0]),
+                                 lambda u: self.code_systems.get(u.split("|")[0]))
+        except self._undecidable:
+            return None
+        if codes.systems or not codes.pairs:
+            return None  # a whole external system (urn:ietf:bcp:13, UCUM, ISO 4217…)
+        out: dict[str, set[str]] = {}
+        for system, code in codes.pairs:
+            out.setdefault(system or "", set()).add(code)
+        return {system: sorted(c) for system, c in sorted(out.items())}
+
+
+def required_binding(element: dict[str, Any], codes: list[str],
+                     value_sets: ValueSets) -> str | None:
+    """The ValueSet url of a required binding checked on this element, else None."""
+    binding = element.get("binding") or {}
+    url = binding.get("valueSet")
+    if binding.get("strength") != "required" or not isinstance(url, str):
+        return None
+    if not codes or not set(codes) <= CODED_TYPES:
+        return None
+    url = url.split("|")[0]
+    return url if value_sets.codes(url) is not None else None
+
+
+def build_types(sds: dict[str, dict[str, Any]],
+                value_sets: ValueSets) -> dict[str, dict[str, Any]]:
     types: dict[str, dict[str, Any]] = {}
     for name, sd in sds.items():
         kind = sd["kind"]
@@ -175,6 +239,7 @@ def build_types(sds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 types[path] = {"kind": "backbone", "elements": {}}
             if not codes:
                 raise SystemExit(f"{path}: element without a type")
+            bound = required_binding(element, codes, value_sets)
             for json_name, code, group in json_names(key, codes):
                 info: dict[str, Any] = {"type": code}
                 if element["max"] != "1":
@@ -187,6 +252,8 @@ def build_types(sds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     info["modifier"] = True
                 if group is not None:
                     info["choice"] = group
+                if bound is not None:
+                    info["binding"] = bound
                 owner["elements"][json_name] = info
     for key, tdef in types.items():
         if not tdef["elements"]:
@@ -197,18 +264,22 @@ def build_types(sds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def generate(package: Path) -> dict[str, Any]:
     sds = base_specializations(package)
     primitives = primitive_info(sds)
-    types = build_types(sds)
+    value_sets = ValueSets(package)
+    types = build_types(sds, value_sets)
     known = set(types) | set(primitives) | {"Resource"}
     for key, tdef in types.items():
         for name, info in tdef["elements"].items():
             if info["type"] not in known:
                 raise SystemExit(f"{key}.{name}: unknown type {info['type']}")
     resource_types = sorted(k for k, t in types.items() if t["kind"] == "resource")
+    bound = sorted({info["binding"] for tdef in types.values()
+                    for info in tdef["elements"].values() if "binding" in info})
     return {
         "fhirVersion": "4.0.1",
         "primitives": primitives,
         "resourceTypes": resource_types,
         "types": types,
+        "valueSets": {url: value_sets.codes(url) for url in bound},
     }
 
 
@@ -218,7 +289,7 @@ def write(data: dict[str, Any], output: Path) -> int:
     lines = ["{"]
     for i, (key, value) in enumerate(sorted(data.items())):
         comma = "," if i < len(data) - 1 else ""
-        if key == "types":
+        if key in ("types", "valueSets"):
             lines.append(f'"{key}":{{')
             for j, (tname, tdef) in enumerate(sorted(value.items())):
                 tcomma = "," if j < len(value) - 1 else ""
@@ -235,21 +306,48 @@ def write(data: dict[str, Any], output: Path) -> int:
     return len(text.encode())
 
 
+# Official examples that break the R4 rules themselves; --check and the tests expect exactly
+# these to fail (file name -> why).
+_EXTENSION_SEARCH_DRAFT = "a draft search parameter of an extension pack without the mandatory base"
+KNOWN_INVALID: dict[str, str] = {
+    "ImplementationGuide-fhir.json": "lacks the mandatory name and status",
+    "ig-r4.json": "the package's own ImplementationGuide: lacks the mandatory name and status",
+    "Questionnaire-qs1.json": "its nested items lack the mandatory linkId",
+    "SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json":
+        "its id is longer than the 64 characters an id may have",
+    **{f"SearchParameter-{kind}-extensions-{kind_type}-{code}.json": _EXTENSION_SEARCH_DRAFT
+       for kind, kind_type in (("codesystem", "CodeSystem"), ("valueset", "ValueSet"))
+       for code in ("author", "effective", "end", "keyword", "workflow")},
+}
+
+
+def example_files(package: Path) -> list[Path]:
+    """The package's resources as files (package.json and the index are not resources)."""
+    return [path for path in sorted(package.glob("*.json"))
+            if path.name not in ("package.json", ".index.json")]
+
+
 def check_examples(package: Path) -> int:
+    """Validate every resource of the package; the number of unexpected results."""
     sys.path.insert(0, str(ROOT / "src"))
     from santong.validation import validate_resource
 
-    passed = failed = 0
+    passed = failed = unexpected = 0
     elapsed = 0.0
-    for path in sorted(package.glob("*.json")):
+    for path in example_files(package):
         resource = load_json(path)
         if not isinstance(resource, dict) or "resourceType" not in resource:
-            continue  # package.json, ig-r4.json manifests
+            continue
         start = time.perf_counter()
-        issues = validate_resource(resource)
+        issues = [i for i in validate_resource(resource) if i.severity in ("error", "fatal")]
         elapsed += time.perf_counter() - start
+        known = KNOWN_INVALID.get(path.name)
         if issues:
             failed += 1
+            if known is not None:
+                print(f"known invalid {path.name}: {known}")
+                continue
+            unexpected += 1
             print(f"FAIL {path.name}")
             for issue in issues[:10]:
                 print(f"    {issue.code} {issue.expression}: {issue.diagnostics}")
@@ -257,10 +355,13 @@ def check_examples(package: Path) -> int:
                 print(f"    ... {len(issues) - 10} more")
         else:
             passed += 1
+            if known is not None:
+                unexpected += 1
+                print(f"UNEXPECTEDLY VALID {path.name} (listed as known invalid: {known})")
     total = passed + failed
-    print(f"examples: {passed} passed, {failed} failed of {total} "
+    print(f"examples: {passed} passed, {failed} failed ({failed - unexpected} known) of {total} "
           f"({elapsed * 1000:.0f} ms validating)")
-    return failed
+    return unexpected
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         ntypes = len(data["types"])
         print(f"wrote {OUTPUT.relative_to(ROOT)}: {size} bytes, "
               f"{len(data['resourceTypes'])} resource types, {ntypes} structures, "
-              f"{len(data['primitives'])} primitives")
+              f"{len(data['primitives'])} primitives, "
+              f"{len(data['valueSets'])} ValueSets of required bindings")
         if args.check:
             return 1 if check_examples(package) else 0
     return 0

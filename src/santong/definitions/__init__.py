@@ -8,7 +8,8 @@ its name or path (``"Patient"``, ``"HumanName"``, ``"Bundle.entry.request"``) wh
 keyed by their JSON name (http://hl7.org/fhir/R4/json.html): choice elements are expanded
 (``deceased[x]`` -> ``deceasedBoolean``, ``deceasedDateTime``) and remember their group.
 Primitive types carry their JSON kind and the regex from
-http://hl7.org/fhir/R4/datatypes.html.
+http://hl7.org/fhir/R4/datatypes.html. Coded elements with a ``required`` binding to a ValueSet
+the R4 package enumerates carry a :class:`Binding` with its codes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "PRIMITIVE",
     "RESOURCE",
     "RESOURCE_TYPES",
+    "Binding",
     "Element",
     "Primitive",
     "Structure",
@@ -73,6 +75,15 @@ class Primitive:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Binding:
+    """A ``required`` binding to a ValueSet whose codes the R4 package enumerates."""
+
+    value_set: str  # canonical url, without version
+    codes: frozenset[str]  # every code, whatever its system (a `code` element has no system)
+    pairs: frozenset[tuple[str, str]]  # (system, code), for Coding and CodeableConcept
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Element:
     """One element of a structure, by JSON name."""
 
@@ -86,6 +97,7 @@ class Element:
     choice: str | None  # choice group ("deceased") for expanded `deceased[x]` variants
     primitive: Primitive | None  # set when kind == PRIMITIVE
     structure: Structure | None  # set when kind == COMPLEX
+    binding: Binding | None  # a required binding checked on the value (code, Coding, CC)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -138,9 +150,15 @@ def _required(elements: dict[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ..
     )
 
 
+def _binding(url: str, by_system: dict[str, list[str]]) -> Binding:
+    pairs = frozenset((system, code) for system, codes in by_system.items() for code in codes)
+    return Binding(url, frozenset(code for _, code in pairs), pairs)
+
+
 def _load() -> _Definitions:
     raw = orjson.loads(files(__package__).joinpath("r4.json").read_bytes())
     primitives = {name: _primitive(name, p) for name, p in raw["primitives"].items()}
+    bindings = {url: _binding(url, codes) for url, codes in raw["valueSets"].items()}
     structures: dict[str, Structure] = {}
     # Structures first (empty element maps), so that elements can point at them even when the
     # reference is recursive (Questionnaire.item.item -> Questionnaire.item).
@@ -176,6 +194,7 @@ def _load() -> _Definitions:
                 choice=el.get("choice"),
                 primitive=prim,
                 structure=struct,
+                binding=bindings[el["binding"]] if "binding" in el else None,
             )
     resource_types = frozenset(raw["resourceTypes"])
     summary: dict[str, frozenset[str]] = {}

@@ -14,12 +14,18 @@ http://hl7.org/fhir/R4/datatypes.html:
 * minimum cardinality (also of required choice groups) and at most one choice variant;
 * contained and other ``Resource``-typed elements by their own ``resourceType``.
 
-FHIRPath invariants (constraint expressions), terminology bindings and profiles are out of scope.
+* ``required`` bindings of coded elements (``code``, ``Coding``, ``CodeableConcept``) to the
+  ValueSets the R4 package enumerates (http://hl7.org/fhir/R4/terminologies.html#required):
+  ``Patient.gender`` must be one of male, female, other, unknown. Bindings to external
+  terminologies (MIME types, UCUM, currencies, …) are not checked.
+
+FHIRPath invariants (constraint expressions) and profiles are out of scope.
 
 Issue codes (OperationOutcome ``issue.code``): ``structure`` for the JSON shape (unknown element,
 wrong JSON kind, array vs single value, null, empty object/array, several choice variants),
-``value`` for primitive content (regex, range, empty string), ``required`` for missing elements
-(also a missing ``resourceType``) and ``invalid`` for an unknown or unexpected ``resourceType``.
+``value`` for primitive content (regex, range, empty string), ``code-invalid`` for a code outside
+a required binding, ``required`` for missing elements (also a missing ``resourceType``) and
+``invalid`` for an unknown or unexpected ``resourceType``.
 
 Expressions are FHIRPath-like locations using the JSON names as sent, e.g.
 ``Patient.name[0].given[1]``, ``Patient.deceasedBoolean``; the content of a ``_birthDate`` sibling
@@ -38,7 +44,7 @@ from functools import cache
 from typing import Any
 
 from santong import definitions
-from santong.definitions import PRIMITIVE, Element, Primitive, Structure
+from santong.definitions import PRIMITIVE, Binding, Element, Primitive, Structure
 
 __all__ = ["MAX_DEPTH", "MAX_ISSUES", "ValidationIssue", "validate_resource"]
 
@@ -67,6 +73,18 @@ class _Stop(Exception):
 def _shown(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_SHOWN_CODES = 12
+
+
+@cache
+def _allowed(binding: Binding) -> str:
+    codes = sorted(binding.codes)
+    shown = ", ".join(codes[:_SHOWN_CODES])
+    if len(codes) > _SHOWN_CODES:
+        shown += f", … ({len(codes)} codes)"
+    return f"the required value set {binding.value_set} has {shown}"
 
 
 def _calendar_ok(text: str) -> bool:
@@ -263,9 +281,13 @@ class _Validator:
                 problem = checks[el.type](value)
                 if problem is not None:
                     self.primitive_issue(problem, value, el, key, f"{path}.{key}")
+                elif el.binding is not None and value not in el.binding.codes:
+                    self.code_invalid(el.binding, value, key, f"{path}.{key}")
             elif isinstance(value, dict):
                 if (struct_ := el.structure) is not None:  # COMPLEX
                     self.object(value, struct_, f"{path}.{key}", depth + 1, False)
+                    if el.binding is not None:
+                        self.coded(value, el, f"{path}.{key}")
                 else:
                     self.embedded(value, f"{path}.{key}", depth + 1)
             elif isinstance(value, list):
@@ -298,6 +320,33 @@ class _Validator:
         else:
             self.add(problem[0], f"{problem[1]} for '{key}'", where)
 
+    def code_invalid(self, binding: Binding, value: str, key: str, where: str) -> None:
+        self.add("code-invalid", f"Unknown code '{_shown(value)}' for '{key}': "
+                 f"{_allowed(binding)}", where)
+
+    def coded(self, value: dict[str, Any], el: Element, where: str) -> None:
+        """A Coding or CodeableConcept under a required binding: one coding must be in it."""
+        binding = el.binding
+        assert binding is not None
+        codings = [value] if el.type == "Coding" else value.get("coding")
+        found: list[str] = []
+        for coding in codings if isinstance(codings, list) else ():
+            if not isinstance(coding, dict):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            if (system, code) in binding.pairs:
+                return
+            if code is not None:
+                shown_code = _shown(code)
+                found.append(f"{_shown(system)}|{shown_code}" if system is not None else shown_code)
+        if found:
+            shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+            self.add("code-invalid", f"No code of '{el.name}' is in its required value set "
+                     f"(found {shown}): {_allowed(binding)}", where)
+        else:
+            self.add("code-invalid", f"'{el.name}' needs a code from its required value set "
+                     f"{binding.value_set}", where)
+
     def choice(
         self, chosen: dict[str, str] | None, el: Element, key: str, path: str
     ) -> dict[str, str]:
@@ -328,12 +377,16 @@ class _Validator:
                                  f"'_{key}' has an entry at the same index", f"{path}.{key}[{i}]")
                 elif (problem := check(item)) is not None:
                     self.primitive_issue(problem, item, el, key, f"{path}.{key}[{i}]")
+                elif el.binding is not None and item not in el.binding.codes:
+                    self.code_invalid(el.binding, item, key, f"{path}.{key}[{i}]")
             return
         struct = el.structure  # None for RESOURCE
         for i, item in enumerate(items):
             if isinstance(item, dict):
                 if struct is not None:
                     self.object(item, struct, f"{path}.{key}[{i}]", depth + 1, False)
+                    if el.binding is not None:
+                        self.coded(item, el, f"{path}.{key}[{i}]")
                 else:
                     self.embedded(item, f"{path}.{key}[{i}]", depth + 1)
             elif item is None:
