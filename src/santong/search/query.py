@@ -534,7 +534,8 @@ class Compiler:
                 continue
             alternatives.append(
                 f"({x}.target_type = {self.bind(target_type)} AND EXISTS (SELECT 1 FROM resource"
-                f" {r2} WHERE {r2}.resource_type = {x}.target_type AND {r2}.id = {x}.target_id"
+                f" {r2} WHERE {r2}.resource_type = {self.bind(target_type)}"
+                f" AND {r2}.id = {x}.target_id"
                 f" AND NOT {r2}.deleted AND {inner}))"
             )
         if not alternatives:
@@ -559,8 +560,12 @@ class Compiler:
                                    f"{reference!r}")
         x, r2 = self.alias("x"), self.alias("h")
         inner = self.parameter(source_type, r2, rest, value)
+        # The source type is spelled out on the joined resource too, so PostgreSQL knows the
+        # inner index conditions' resource_type and uses (resource_type, code, value) indexes.
+        source = self.bind(source_type)
         return (f"EXISTS (SELECT 1 FROM search_reference {x} JOIN resource {r2}"
-                f" ON {r2}.rid = {x}.rid WHERE {x}.resource_type = {self.bind(source_type)}"
+                f" ON {r2}.rid = {x}.rid AND {r2}.resource_type = {source}"
+                f" WHERE {x}.resource_type = {source}"
                 f" AND {x}.code = {self.bind(reference)}"
                 f" AND {x}.target_type = {alias}.resource_type AND {x}.target_id = {alias}.id"
                 f" AND NOT {r2}.deleted AND {inner})")
