@@ -40,7 +40,7 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     assert "near" not in {p["name"] for p in location["searchParam"]}
     assert patient["conditionalDelete"] == "single"
     # Operations: $validate and $reindex everywhere, the terminology ones on their types.
-    assert {o["name"] for o in patient["operation"]} == {"validate", "reindex"}
+    assert {o["name"] for o in patient["operation"]} == {"validate", "reindex", "everything"}
     value_set = next(r for r in rest["resource"] if r["type"] == "ValueSet")
     assert {o["name"] for o in value_set["operation"]} == {
         "validate", "reindex", "expand", "validate-code"}

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from santong.fhir.interactions.everything import patient_everything
 from santong.fhir.interactions.reindex import reindex
 from santong.fhir.interactions.terminology import (
     expand_value_set,
@@ -56,6 +57,8 @@ OPERATIONS: dict[str, Operation] = {
     "$lookup": Operation(lookup_code, {"type": _BOTH}, {"CodeSystem": CORE + "CodeSystem-lookup"}),
     "$translate": Operation(translate_code, {"type": _BOTH, "instance": _BOTH},
                             {"ConceptMap": CORE + "ConceptMap-translate"}),
+    "$everything": Operation(patient_everything, {"instance": _BOTH},
+                             {"Patient": CORE + "Patient-everything"}),
     # Rebuilds search indexes (after a custom SearchParameter); not an HL7 operation, so its
     # definition is the project's own (placeholder canonical base).
     "$reindex": Operation(reindex, {"system": ("POST",), "type": ("POST",)}, {

@@ -114,9 +114,11 @@ def _bundle(call: Call, params: list[tuple[str, str]], result: SearchResult,
     return bundle("searchset", links, entries, total=total)
 
 
-async def _run(call: Call, types: list[str], compartment: tuple[str, str] | None = None
-               ) -> FhirResponse:
-    params = _parameters(call)
+async def _run(call: Call, types: list[str], compartment: tuple[str, str] | None = None,
+               params: list[tuple[str, str]] | None = None) -> FhirResponse:
+    """Search `types` (in `compartment`) with `params` (default: the request's)."""
+    if params is None:
+        params = _parameters(call)
     summary, elements = summary_and_elements(call.request, types[0] if len(types) == 1 else "")
     spec = _spec(call, types, params)
     spec.compartment = compartment
