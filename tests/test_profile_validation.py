@@ -32,7 +32,12 @@ def vs_url(name: str) -> str:
 
 
 def element(eid: str, **spec: Any) -> dict[str, Any]:
-    return {"id": eid, "path": re.sub(r":[^.]+", "", eid), **spec}
+    path = re.sub(r":[^.]+", "", eid)
+    # What every snapshot element has (R4 invariants sdf-3 and sdf-8b).
+    spec.setdefault("definition", f"{eid} (test)")
+    spec.setdefault("base", {"path": path, "min": spec.get("min", 0),
+                             "max": spec.get("max", "*")})
+    return {"id": eid, "path": path, **spec}
 
 
 def structure_definition(name: str, type_: str, elements: list[dict[str, Any]],
@@ -64,6 +69,7 @@ EXTENSION = structure_definition("nation", "Extension", [
     single("Extension.url", min=1, max="1", fixedUri=url("nation")),
     single("Extension.value[x]", min=1, max="1", type=[{"code": "string"}]),
 ], kind="complex-type")
+EXTENSION["context"] = [{"type": "element", "expression": "Patient"}]  # sdf-5
 
 PROFILES = [
     structure_definition("card", "Patient", [
@@ -231,7 +237,8 @@ CASES: list[tuple[str, dict[str, Any], list[tuple[str, str, str, str]]]] = [
     ("extension definition", patient("extension", extension=[nation(valueInteger=1)]),
      [("error", "structure", "Patient.extension[0].valueInteger", "type integer is not allowed")]),
     ("extension without value", patient("extension", extension=[{"url": url("nation")}]),
-     [("error", "required", "Patient.extension[0].value", "minimum cardinality 1")]),
+     [("error", "invariant", "Patient.extension[0]", "ext-1: Must have either extensions"),
+      ("error", "required", "Patient.extension[0].value", "minimum cardinality 1")]),
     ("extension by url elsewhere", patient("card", identifier=[ident("urn:a", extension=[
         nation(valueBoolean=True)])], birthDate="2000-01-01"),
      [("error", "structure", "Patient.identifier[0].extension[0].valueBoolean", "not allowed")]),

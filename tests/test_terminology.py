@@ -73,7 +73,8 @@ class Terms:
                      {"code": "HTN", "target": [{"code": "I10", "display": "特发性高血压",
                                                  "equivalence": "equivalent"}]},
                      {"code": "CHD", "target": [{"code": "I25.1", "equivalence": "wider"},
-                                                 {"code": "I20", "equivalence": "narrower"}]},
+                                                 {"code": "I20", "equivalence": "narrower",
+                                                  "comment": "angina only"}]},  # cmd-1
                      {"code": "OLD", "target": [{"equivalence": "unmatched"}]}]},
                  {"source": cs, "target": f"{BASE}/CodeSystem/{t}-legacy",
                   "element": [{"code": "DM", "target": [{"code": "D1",

@@ -10,6 +10,12 @@ resolved), plus the primitive types with their JSON kind and regex
 of coded elements name (``code``, ``Coding``, ``CodeableConcept``;
 http://hl7.org/fhir/R4/terminologies.html#required) when the package alone enumerates them:
 ValueSets drawing on external terminologies (MIME types, UCUM, currencies, …) are left out.
+It also keeps the invariants (``constraint``) of the base definitions
+(http://hl7.org/fhir/R4/conformance-rules.html#constraints) by the structure they apply to:
+``[key, severity, element, expression, human]`` with element "" for the structure itself, else
+the JSON name of the element whose values they test; those of DomainResource once, under its
+name; ``ele-1`` (every element has a value or children) is left out: the structural validator
+enforces it.
 
 Usage::
 
@@ -261,6 +267,48 @@ def build_types(sds: dict[str, dict[str, Any]],
     return types
 
 
+EXT_BEST_PRACTICE = SD_PREFIX + "elementdefinition-bestpractice"
+# Invariants every element repeats and the structural validator already enforces.
+SKIPPED_CONSTRAINTS = frozenset({"ele-1"})
+
+
+def build_constraints(sds: dict[str, dict[str, Any]],
+                      types: dict[str, dict[str, Any]]) -> dict[str, list[list[str]]]:
+    """Each structure's invariants: [key, severity, element, expression, human]."""
+    out: dict[str, list[list[str]]] = {}
+    for name, sd in sds.items():
+        if sd["kind"] == "primitive-type":
+            continue  # their invariants are about the value element, checked by the regexes
+        for element in sd["snapshot"]["element"]:
+            path: str = element["path"]
+            for constraint in element.get("constraint", ()):
+                key, source = constraint["key"], constraint.get("source") or sd["url"]
+                if key in SKIPPED_CONSTRAINTS or "expression" not in constraint:
+                    continue
+                if source != sd["url"]:
+                    parent = sds.get(source.removeprefix(SD_PREFIX))
+                    # Those of DomainResource are kept once, under it; ext-1 is the Extension's
+                    # own, which every `extension` element repeats. Others are copied (qty-3 of
+                    # Quantity into Age, Count, Distance and Duration).
+                    if parent is None or parent.get("abstract") or key == "ext-1":
+                        continue
+                if path == name or path in types:
+                    owner, on = path, ""
+                else:  # a primitive or datatype element, or a contentReference
+                    owner, _, on = path.rpartition(".")
+                    if key == "ext-1":
+                        continue  # Extension.extension repeats the Extension's own
+                severity = constraint["severity"]
+                if any(e["url"] == EXT_BEST_PRACTICE and e.get("valueBoolean")
+                       for e in constraint.get("extension", ())):
+                    severity = "best-practice"
+                entry = [key, severity, on, constraint["expression"],
+                         constraint.get("human", "")]
+                if entry not in out.setdefault(owner, []):
+                    out[owner].append(entry)
+    return {owner: sorted(entries) for owner, entries in sorted(out.items())}
+
+
 def generate(package: Path) -> dict[str, Any]:
     sds = base_specializations(package)
     primitives = primitive_info(sds)
@@ -275,6 +323,7 @@ def generate(package: Path) -> dict[str, Any]:
     bound = sorted({info["binding"] for tdef in types.values()
                     for info in tdef["elements"].values() if "binding" in info})
     return {
+        "constraints": build_constraints(sds, types),
         "fhirVersion": "4.0.1",
         "primitives": primitives,
         "resourceTypes": resource_types,
@@ -289,7 +338,7 @@ def write(data: dict[str, Any], output: Path) -> int:
     lines = ["{"]
     for i, (key, value) in enumerate(sorted(data.items())):
         comma = "," if i < len(data) - 1 else ""
-        if key in ("types", "valueSets"):
+        if key in ("constraints", "types", "valueSets"):
             lines.append(f'"{key}":{{')
             for j, (tname, tdef) in enumerate(sorted(value.items())):
                 tcomma = "," if j < len(value) - 1 else ""
@@ -318,6 +367,9 @@ KNOWN_INVALID: dict[str, str] = {
     **{f"SearchParameter-{kind}-extensions-{kind_type}-{code}.json": _EXTENSION_SEARCH_DRAFT
        for kind, kind_type in (("codesystem", "CodeSystem"), ("valueset", "ValueSet"))
        for code in ("author", "effective", "end", "keyword", "workflow")},
+    # The workflow patterns: logical models that are neither abstract nor based on anything.
+    **{f"StructureDefinition-{name}.json": "sdf-4: not abstract, yet no baseDefinition"
+       for name in ("Definition", "Event", "FiveWs", "Request")},
 }
 
 
@@ -339,7 +391,8 @@ def check_examples(package: Path) -> int:
         if not isinstance(resource, dict) or "resourceType" not in resource:
             continue
         start = time.perf_counter()
-        issues = [i for i in validate_resource(resource) if i.severity in ("error", "fatal")]
+        issues = [i for i in validate_resource(resource, invariants="all")
+                  if i.severity in ("error", "fatal")]
         elapsed += time.perf_counter() - start
         known = KNOWN_INVALID.get(path.name)
         if issues:

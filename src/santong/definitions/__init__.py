@@ -9,7 +9,8 @@ keyed by their JSON name (http://hl7.org/fhir/R4/json.html): choice elements are
 (``deceased[x]`` -> ``deceasedBoolean``, ``deceasedDateTime``) and remember their group.
 Primitive types carry their JSON kind and the regex from
 http://hl7.org/fhir/R4/datatypes.html. Coded elements with a ``required`` binding to a ValueSet
-the R4 package enumerates carry a :class:`Binding` with its codes.
+the R4 package enumerates carry a :class:`Binding` with its codes, and structures their
+invariants (:class:`Constraint`, those of DomainResource included in each domain resource).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "RESOURCE",
     "RESOURCE_TYPES",
     "Binding",
+    "Constraint",
     "Element",
     "Primitive",
     "Structure",
@@ -83,6 +85,17 @@ class Binding:
     pairs: frozenset[tuple[str, str]]  # (system, code), for Coding and CodeableConcept
 
 
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """An invariant of a base definition (http://hl7.org/fhir/R4/conformance-rules.html)."""
+
+    key: str  # "pat-1"
+    severity: str  # "error", "warning" or "best-practice" (a warning flagged as best practice)
+    element: str | None  # None: the structure itself; else the element ("max", "value[x]")
+    expression: str  # FHIRPath
+    human: str
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Element:
     """One element of a structure, by JSON name."""
@@ -111,6 +124,7 @@ class Structure:
     # `_name` siblings: a required primitive may carry only extensions (e.g. data-absent-reason).
     required: tuple[tuple[str, tuple[str, ...]], ...]
     choices: dict[str, tuple[str, ...]]  # choice group -> its JSON names
+    constraints: tuple[Constraint, ...]  # invariants on the structure and its elements
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +173,9 @@ def _load() -> _Definitions:
     raw = orjson.loads(files(__package__).joinpath("r4.json").read_bytes())
     primitives = {name: _primitive(name, p) for name, p in raw["primitives"].items()}
     bindings = {url: _binding(url, codes) for url, codes in raw["valueSets"].items()}
+    constraints = {owner: tuple(Constraint(key, severity, element or None, expression, human)
+                                for key, severity, element, expression, human in entries)
+                   for owner, entries in raw["constraints"].items()}
     structures: dict[str, Structure] = {}
     # Structures first (empty element maps), so that elements can point at them even when the
     # reference is recursive (Questionnaire.item.item -> Questionnaire.item).
@@ -167,12 +184,16 @@ def _load() -> _Definitions:
         for name, el in tdef["elements"].items():
             if "choice" in el:
                 choices.setdefault(el["choice"], []).append(name)
+        own = constraints.get(key, ())
+        if tdef["kind"] == "resource" and "text" in tdef["elements"]:
+            own = constraints.get("DomainResource", ()) + own
         structures[key] = Structure(
             name=key,
             kind=tdef["kind"],
             elements={},
             required=_required(tdef["elements"]),
             choices={group: tuple(names) for group, names in choices.items()},
+            constraints=own,
         )
     for key, tdef in raw["types"].items():
         elements = structures[key].elements

@@ -40,12 +40,15 @@ __all__ = [
     "ExtractionError",
     "Extractor",
     "Node",
+    "Test",
+    "compile_test",
     "evaluate_relative",
     "extract",
     "extract_all",
     "extract_composite",
     "extractor",
     "fallback_reason",
+    "focus_elements",
     "reference_evaluate",
     "reference_type",
 ]
@@ -637,7 +640,12 @@ class _Compiler:
         conjunction = op == "and"
 
         def logic(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
-            a, b = _logic(left(focus, root)), _logic(right(focus, root))
+            a = _logic(left(focus, root))
+            # The right side cannot change `false and …` or `true or …` (invariants on writes
+            # are mostly `x.exists() or …`).
+            if a is not conjunction and a is not None:
+                return [("boolean", a)]
+            b = _logic(right(focus, root))
             if conjunction:
                 result = False if a is False or b is False else (True if a and b else None)
             else:
@@ -1079,6 +1087,89 @@ def _compiled(input_type: str, expression: str) -> _Compiled:
         return [_node(t, v) for t, v in fn([(input_type, value)], root)]
 
     return run
+
+
+Test = Callable[[Any, dict[str, Any]], bool]
+
+# Functions whose arguments are evaluated on each item of their input (or on the input as a
+# whole, for iif), not on the expression's focus.
+_ITEM_FUNCTIONS = frozenset({"where", "all", "exists", "select", "any", "repeat", "iif"})
+
+
+def _reads(tree: tuple[Any, ...] | None, relative: bool) -> set[str] | None:
+    """The focus's elements `tree` navigates from (None: it depends on more than them).
+
+    `relative`: `tree` is an argument evaluated on items derived from those elements, where
+    `$this` and functions without a base are about the items, not the focus."""
+    if tree is None:
+        return set()
+    kind = tree[0]
+    if kind == "ident":
+        name = tree[1]
+        if relative:
+            return set()  # an element of the items
+        if name in ("Resource", "DomainResource") or definitions.is_resource_type(name):
+            return None  # a type name: the focus itself
+        return {name}
+    if kind == "member":
+        base = tree[1]
+        if not relative and base[0] == "ident" and (
+                base[1] in ("Resource", "DomainResource") or definitions.is_resource_type(base[1])):
+            return {tree[2]}  # `Patient.name` on a Patient
+        return _reads(base, relative)
+    if kind == "index":
+        return _reads(tree[1], relative)
+    if kind == "type":
+        return _reads(tree[2], relative)
+    if kind == "call":
+        _, base, name, args = tree
+        if base is None and not relative:
+            return None  # a function of the focus itself: exists(), hasValue()…
+        out = _reads(base, relative)
+        for arg in args:
+            found = _reads(arg, relative or name in _ITEM_FUNCTIONS)
+            if out is None or found is None:
+                return None
+            out |= found
+        return out
+    if kind == "op":
+        out = set()
+        for side in tree[2:]:
+            found = _reads(side, relative)
+            if found is None:
+                return None
+            out |= found
+        return out
+    if kind in ("lit", "empty") or (kind == "this" and relative):
+        return set()
+    return None  # $this on the focus, %resource and other variables
+
+
+def focus_elements(expression: str) -> frozenset[str] | None:
+    """The elements of its focus that *expression* reads, when nothing else (no variable, no
+    function of the focus itself, no `$this` on it): where all are absent, the expression has
+    the value it has on an empty focus. None otherwise, or outside the compiled subset."""
+    try:
+        found = _reads(_Parser(expression).parse(), False)
+    except _Unsupported:
+        return None
+    return None if found is None else frozenset(found)
+
+
+def compile_test(input_type: str, expression: str) -> Test | None:
+    """*expression* as an invariant of one value of *input_type*, compiled: the test passes
+    when it evaluates to a single ``true``; None when the expression is outside the compiled
+    subset (these tests never run fhirpathpy). A test raises ExtractionError (or a TypeError
+    on malformed input) when FHIRPath itself fails."""
+    try:
+        fn = _compile_subset(input_type, expression)
+    except _Unsupported:
+        return None
+
+    def test(value: Any, root: dict[str, Any]) -> bool:
+        return _true(fn([(input_type, value)], root))
+
+    return test
 
 
 def fallback_reason(input_type: str, expression: str) -> str | None:

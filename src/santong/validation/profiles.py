@@ -18,8 +18,8 @@ structure (known elements, JSON shapes, primitive formats, base cardinality) is 
 * invariants (``constraint``): FHIRPath evaluated with the search engine's compiled subset of
   FHIRPath, fhirpathpy otherwise; the issue carries the key and the declared severity. As in
   the HL7 validator an empty result fails. Constraints inherited from the core specification
-  (``source`` a core StructureDefinition) are not evaluated: unprofiled resources do not get
-  them either.
+  (``source`` a core StructureDefinition) are not evaluated again here: the base validator
+  runs them for every resource (:mod:`santong.validation.invariants`).
 
 A profile is compiled into a tree of the elements it actually constrains: elements that
 repeat the base definition (most of a snapshot) are pruned, so validating costs in proportion

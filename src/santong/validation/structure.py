@@ -19,7 +19,12 @@ http://hl7.org/fhir/R4/datatypes.html:
   ``Patient.gender`` must be one of male, female, other, unknown. Bindings to external
   terminologies (MIME types, UCUM, currencies, …) are not checked.
 
-FHIRPath invariants (constraint expressions) and profiles are out of scope.
+* the invariants of the base definitions (``constraint``: pat-1, ctm-1, …), once the structure
+  is found valid: the walk notes the objects whose structure has some and
+  :mod:`santong.validation.invariants` runs them (issue code ``invariant``). Errors only by
+  default (what a write needs), with the warnings for ``$validate``, or none.
+
+Profiles are out of scope (:mod:`santong.validation.profiles`).
 
 Issue codes (OperationOutcome ``issue.code``): ``structure`` for the JSON shape (unknown element,
 wrong JSON kind, array vs single value, null, empty object/array, several choice variants),
@@ -41,12 +46,19 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from santong import definitions
 from santong.definitions import PRIMITIVE, Binding, Element, Primitive, Structure
 
-__all__ = ["MAX_DEPTH", "MAX_ISSUES", "ValidationIssue", "validate_resource"]
+if TYPE_CHECKING:
+    from santong.validation.invariants import Check, Deferred
+
+__all__ = ["MAX_DEPTH", "MAX_ISSUES", "Invariants", "ValidationIssue", "validate_resource"]
+
+# Which base invariants validate_resource evaluates: those of severity error, also the
+# warnings, or none.
+Invariants = Literal["errors", "all", "none"]
 
 MAX_ISSUES = 100
 # Deeper JSON is rejected rather than risking RecursionError (each level costs a few frames).
@@ -212,22 +224,40 @@ def _checks() -> dict[str, _Check]:
     return {name: _make_check(prim) for name, prim in definitions.primitive_types().items()}
 
 
-class _Validator:
-    __slots__ = ("checks", "element", "issues")
+@cache
+def _invariant_checks(level: Invariants) -> dict[Structure, tuple[Check, ...]]:
+    if level == "none":
+        return {}
+    # Imported here: invariants compile with the search engine, which validates with this module.
+    from santong.validation import invariants
 
-    def __init__(self) -> None:
+    found = invariants.checks(invariants.ERRORS if level == "errors" else invariants.WARNINGS)
+    # By the Structure itself (hashed by identity): looked up for every object walked.
+    return {definitions.structure(name): checks for name, checks in found.items()}
+
+
+class _Validator:
+    __slots__ = ("checks", "deferred", "element", "invariants", "issues", "root")
+
+    def __init__(self, invariants: Invariants = "none") -> None:
         self.issues: list[ValidationIssue] = []
         self.checks = _checks()
         self.element = definitions.structure("Element")  # content of `_name` siblings
+        self.invariants = _invariant_checks(invariants)  # structure -> its checks
+        self.deferred: list[Deferred] = []  # objects with invariants, run after the walk
+        self.root: dict[str, Any] = {}  # the resource being walked (%resource)
 
     def add(self, code: str, diagnostics: str, expression: str) -> None:
-        self.issues.append(ValidationIssue("error", code, diagnostics, expression))
+        self.append(ValidationIssue("error", code, diagnostics, expression))
+
+    def append(self, issue: ValidationIssue) -> None:
+        self.issues.append(issue)
         if len(self.issues) >= MAX_ISSUES:
             raise _Stop
 
     # -- resources ---------------------------------------------------------------------------
 
-    def embedded(self, value: dict[str, Any], path: str, depth: int) -> None:
+    def embedded(self, value: dict[str, Any], path: str, depth: int, contained: bool) -> None:
         """A Resource-typed element: typed by its own resourceType."""
         rtype = value.get("resourceType")
         if rtype is None:
@@ -235,8 +265,12 @@ class _Validator:
         elif not isinstance(rtype, str) or not definitions.is_resource_type(rtype):
             self.add("invalid", f"Unknown resource type '{_shown(rtype)}'",
                      f"{path}.resourceType")
-        else:
+        elif contained:  # resolves `#id` in its container, the invariants' %rootResource
             self.object(value, definitions.structure(rtype), path, depth, True)
+        else:  # a Bundle entry, a Parameters resource: a resource of its own
+            container, self.root = self.root, value
+            self.object(value, definitions.structure(rtype), path, depth, True)
+            self.root = container
 
     # -- objects -----------------------------------------------------------------------------
 
@@ -249,6 +283,8 @@ class _Validator:
         if depth > MAX_DEPTH:
             self.add("structure", f"Content is nested deeper than {MAX_DEPTH} levels", path)
             return
+        if (noted := self.invariants.get(struct)) is not None:
+            self.deferred.append((noted, obj, path, self.root))
         elements = struct.elements
         checks = self.checks
         chosen: dict[str, str] | None = None  # choice group -> variant seen first
@@ -289,7 +325,7 @@ class _Validator:
                     if el.binding is not None:
                         self.coded(value, el, f"{path}.{key}")
                 else:
-                    self.embedded(value, f"{path}.{key}", depth + 1)
+                    self.embedded(value, f"{path}.{key}", depth + 1, False)
             elif isinstance(value, list):
                 self.add("structure", f"Expected a single value, not an array, for '{key}'",
                          f"{path}.{key}")
@@ -388,7 +424,7 @@ class _Validator:
                     if el.binding is not None:
                         self.coded(item, el, f"{path}.{key}[{i}]")
                 else:
-                    self.embedded(item, f"{path}.{key}[{i}]", depth + 1)
+                    self.embedded(item, f"{path}.{key}[{i}]", depth + 1, key == "contained")
             elif item is None:
                 self.add("structure", f"Null value is not allowed in '{key}'",
                          f"{path}.{key}[{i}]")
@@ -432,13 +468,16 @@ class _Validator:
                     self.add("structure", f"Expected an object for '{key}'", f"{where}[{i}]")
 
 
-def validate_resource(resource: object, expected_type: str | None = None) -> list[ValidationIssue]:
+def validate_resource(resource: object, expected_type: str | None = None, *,
+                      invariants: Invariants = "errors") -> list[ValidationIssue]:
     """Validate a parsed FHIR R4 JSON resource; return the issues found (empty when valid).
 
     ``expected_type`` is the type the caller requires (e.g. from the URL); a different
-    ``resourceType`` is an error. At most MAX_ISSUES errors are reported, then a warning.
+    ``resourceType`` is an error. The base invariants are evaluated when the structure is
+    valid: those of severity error (``"errors"``), also the warnings (``"all"``), or not
+    (``"none"``). At most MAX_ISSUES issues are reported, then a warning.
     """
-    v = _Validator()
+    v = _Validator(invariants)
     try:
         if expected_type is not None and not definitions.is_resource_type(expected_type):
             v.add("not-supported", f"Unknown resource type '{_shown(expected_type)}'",
@@ -459,7 +498,12 @@ def validate_resource(resource: object, expected_type: str | None = None) -> lis
                   f"Resource type '{rtype}' does not match the expected type '{expected_type}'",
                   "resourceType")
         if rtype is not None:
+            v.root = resource
             v.object(resource, definitions.structure(rtype), rtype, 0, True)
+        if v.deferred and not v.issues:
+            from santong.validation.invariants import run
+
+            run(v.deferred, v.append)
     except _Stop:
         v.issues.append(ValidationIssue(
             "warning", "too-costly", f"Too many issues; validation stopped after {MAX_ISSUES}",

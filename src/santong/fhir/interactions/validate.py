@@ -83,7 +83,7 @@ async def validate(call: Call) -> FhirResponse:
         issues.append(Issue("invalid", f"The resource id {resource.get('id')!r} does not match "
                             f"the URL's id {call.id!r} (mode=update)",
                             expression=f"{call.type}.id"))
-    problems = validate_resource(resource, call.type)
+    problems = validate_resource(resource, call.type, invariants="all")  # warnings too
     issues.extend(Issue(p.code, p.diagnostics, p.severity, p.expression) for p in problems)
     if isinstance(resource, dict) and resource.get("resourceType") == call.type:
         try:
