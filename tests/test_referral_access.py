@@ -201,6 +201,32 @@ async def test_accepting_shares_the_record_under_the_consent(client: httpx.Async
     assert await seen(c["cardiology"]) == []
 
 
+async def test_deleting_the_referral_task_revokes_the_grant(client: httpx.AsyncClient) -> None:
+    c = await _community(client)
+    await create(client, _consent(c, c["alliance"]))
+    tasks = [await _accept(client, c, c["cardiology"]) for _ in range(2)]
+    patient = [("_id", c["patient"]["id"])]
+    assert await _visible(client, c["cardiology"], "Patient", patient) != []
+
+    async def revoked() -> dict[str, bool]:
+        return {g.task_id: g.revoked_at is not None
+                for g in await _grants(client, c["cardiology"])}
+
+    assert await revoked() == {tasks[0]["id"]: False, tasks[1]["id"]: False}
+    # DELETE, and a transaction's DELETE entry: each revokes its own Task's grant only.
+    response = await client.delete(f"Task/{tasks[0]['id']}")
+    assert response.status_code in (200, 204), response.text
+    assert await revoked() == {tasks[0]["id"]: True, tasks[1]["id"]: False}
+    assert await _visible(client, c["cardiology"], "Patient", patient) != []  # the other one
+    response = await client.post("", json={"resourceType": "Bundle", "type": "transaction",
+                                           "entry": [{"request": {
+                                               "method": "DELETE",
+                                               "url": f"Task/{tasks[1]['id']}"}}]})
+    assert response.status_code == 200, response.text
+    assert await revoked() == {tasks[0]["id"]: True, tasks[1]["id"]: True}
+    assert await _visible(client, c["cardiology"], "Patient", patient) == []
+
+
 async def test_a_consent_that_does_not_cover_the_receiver_shares_nothing(
         client: httpx.AsyncClient) -> None:
     c = await _community(client)

@@ -17,7 +17,7 @@ from santong.fhir.versioning import instant, now
 from santong.search import registry as search_parameters
 from santong.search.index import index_rows
 from santong.storage.repository import StoredVersion, Transaction
-from santong.workflow import after_write, check_write
+from santong.workflow import after_delete, after_write, check_write
 
 
 def new_id() -> str:
@@ -89,6 +89,8 @@ async def write_next(
     )
     if stored is not None:  # what it sets off (santong.workflow), in this transaction
         await after_write(tx, stored, previous, method, first=current.deleted)
+    else:
+        await after_delete(tx, current.resource_type, current.id)
     rid = await tx.write_next_version(
         current.resource_type, current.id, version_id, moment, content, method
     )

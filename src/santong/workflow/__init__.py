@@ -4,7 +4,8 @@
 connection), and the Task an upward referral to a member organization opens; `access`: the
 record access an accepted referral grants under the patient's sharing Consent; `community`:
 membership of the medical community. `fhir/storing.py` calls `check_write` before every
-version it writes and `after_write` after it, in the same transaction.
+version it writes and `after_write` after it (`after_delete` for a deletion), in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -40,3 +41,10 @@ async def after_write(tx: Transaction, stored: dict[str, Any], previous: dict[st
             await referral.supersede_automatic_task(tx, stored)
         if after != before:
             await access.on_referral_state(tx, stored, before, after)
+
+
+async def after_delete(tx: Transaction, resource_type: str, id: str) -> None:
+    """What deleting a resource sets off in the same transaction: a deleted referral Task no
+    longer grants the record access its acceptance recorded."""
+    if resource_type == "Task":
+        await access.revoke(tx, id)

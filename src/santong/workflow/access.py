@@ -6,8 +6,8 @@ patient has an active sharing Consent covering it: scope `patient-privacy`, a `p
 provision in force now whose actors name the receiving organization, an organization it is
 part of, or the medical community it belongs to (:mod:`santong.workflow.community`). The grant
 is recorded in `referral_access` (migration 0003) in the Task's own transaction; a Task called
-off (cancelled, declined, entered-in-error) revokes it, and a grant whose Consent is no longer
-active gives nothing.
+off (cancelled, declined, entered-in-error) or deleted revokes it, and a grant whose Consent is
+no longer active gives nothing.
 
 Enforcement waits for authorization (SMART on FHIR): :func:`shared_with` builds the SQL that
 the future authorization layer returns from `RequestContext.search_filter` for a caller acting
@@ -119,7 +119,7 @@ async def on_referral_state(tx: Transaction, task: dict[str, Any], before: str |
     """Record or revoke the access a referral Task's move from `before` to `after` grants."""
     now = datetime.now(UTC)
     if after in REVOKING_STATES:
-        await tx.connection.execute(_REVOKE, {"task": task["id"], "now": now})
+        await revoke(tx, task["id"])
         return
     if after != "accepted" or before == "accepted":
         return
@@ -133,6 +133,11 @@ async def on_referral_state(tx: Transaction, task: dict[str, Any], before: str |
     await tx.connection.execute(_GRANT, {
         "task": task["id"], "organization": organization, "patient": patient,
         "consent": consent["id"], "now": now})
+
+
+async def revoke(tx: Transaction, task_id: str) -> None:
+    """End the access a referral Task granted (if it granted any and it is not ended yet)."""
+    await tx.connection.execute(_REVOKE, {"task": task_id, "now": datetime.now(UTC)})
 
 
 async def grants(tx: Transaction, organization_id: str) -> list[Grant]:
