@@ -35,6 +35,12 @@ def _find(results: dict[str, Any], group: str, name: str, clients: int,
                  and (patients is None or s.get("patients") == patients)), None)
 
 
+def _latencies(x: dict[str, Any]) -> str:
+    if not x.get("completed", True):
+        return f"none completed in {x['seconds']:.0f} s"
+    return f"{_ms(x['p50_us'])} / {_ms(x['p95_us'])} / {_ms(x['p99_us'])}"
+
+
 def _mib(kib: float | None) -> str:
     return "—" if not kib else f"{kib / 1024:,.0f}"
 
@@ -59,15 +65,21 @@ def search_by_size(results: dict[str, Any]) -> list[dict[str, Any]]:
         change = (round(100 * (last["rate"] - first["rate"]) / first["rate"], 1)
                   if first and last and first["rate"] else None)
         p95_target = scenarios.SEARCH_P95_TARGET_MS.get(kinds.get(name, ""))
+        missing = {size: next((x["reason"] for x in results["skipped"] if x["name"] == name
+                               and x.get("patients") == size), "not run")
+                   for size, x in at.items() if x is None}
         rows.append({
             "name": name, "kind": kinds.get(name), "clients": clients,
             "by_size": {str(size): ({"rate": x["rate"], "p50_us": x["p50_us"],
                                      "p95_us": x["p95_us"], "p99_us": x["p99_us"],
-                                     "errors": x["errors"]} if x else None)
+                                     "errors": x["errors"],
+                                     "completed": x.get("completed", True)} if x else None)
                         for size, x in at.items()},
+            "missing": {str(k): v for k, v in missing.items()},
             "throughput_change_percent": change,
             "p95_target_ms": p95_target,
-            "p95_met": (last["p95_us"] / 1000 < p95_target) if last and p95_target else None,
+            "p95_met": (last["completed"] and last["p95_us"] / 1000 < p95_target
+                        if last and p95_target else False if p95_target else None),
             "change_met": (abs(change) <= 100 * scenarios.SEARCH_THROUGHPUT_DRIFT
                            if change is not None and len(sizes) > 1 else None),
         })
@@ -146,8 +158,7 @@ def _search_lines(results: dict[str, Any]) -> list[str]:
                 "|---|---:|---:|---|---:|---:|"]
         for x in searches:
             out.append(f"| {_cell(x['name'])} | {x['clients']} | {_rate(x['rate'])} | "
-                       f"{_ms(x['p50_us'])} / {_ms(x['p95_us'])} / {_ms(x['p99_us'])} | "
-                       f"{x['errors']} | "
+                       f"{_latencies(x)} | {x['errors']} | "
                        f"{_ratio(x['rate'], bare_read['rate'] if bare_read else None)} |")
         for x in results["skipped"]:
             if x["group"] == "search" and x.get("patients", size) == size:
@@ -173,10 +184,12 @@ def _search_lines(results: dict[str, Any]) -> list[str]:
                 verdicts.append("p95 yes" if row["p95_met"] else "p95 **no**")
             if row["change_met"] is not None:
                 verdicts.append("throughput yes" if row["change_met"] else "throughput **no**")
+            verdicts += [f"at {int(k):,}: {_cell(v)}" for k, v in row["missing"].items()]
             out.append(
                 f"| {_cell(row['name'])} | {row['clients']} | {_rate(a and a['rate'])} | "
                 f"{_rate(b and b['rate'])} | {'—' if change is None else f'{change:+.0f} %'} | "
-                f"{_ms(a['p95_us']) if a else '—'} | {_ms(b['p95_us']) if b else '—'} | "
+                f"{_ms(a['p95_us']) if a and a['completed'] else '—'} | "
+                f"{_ms(b['p95_us']) if b and b['completed'] else '—'} | "
                 f"{'—' if target is None else f'< {target:.0f}'} | "
                 f"{', '.join(verdicts)} |")
         out.append("")
@@ -207,7 +220,9 @@ def _memory_lines(results: dict[str, Any]) -> list[str]:
         out += ["## Soak", "",
                 f"{soak['seconds']:.0f} s of mixed traffic ({soak['mix']}), 16 clients, at "
                 f"{soak['patients']:,} patients: {soak['requests']:,} requests, "
-                f"{soak['errors']} errors. The server's RSS every {soak['interval']:.0f} s; "
+                f"{soak['errors']} errors; searches left out of the mix (taking over a "
+                f"second at this size): {', '.join(soak.get('excluded_searches', [])) or 'none'}"
+                f". The server's RSS every {soak['interval']:.0f} s; "
                 "growth is measured from the sample after the first tenth of the soak (caches "
                 "and pools warm) to the last. Target: ≤ 10 %.", "",
                 f"- RSS: {_mib(soak['samples'][0]['rss_kib'])} MiB before, "
@@ -469,6 +484,8 @@ def _soak_chart(plt: Any, soak: dict[str, Any], out_dir: Path) -> None:
 
 
 def write(results: dict[str, Any], out_dir: Path) -> None:
+    for x in results["scenarios"]:  # reports of earlier runs lack it
+        x.setdefault("completed", x["requests"] > 0)
     results["comparisons"] = comparisons(results)
     results["search_by_size"] = search_by_size(results)
     for size, plans in results.get("plans", {}).items():

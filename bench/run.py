@@ -79,14 +79,16 @@ def free_port() -> int:
 
 
 def http(method: str, url: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+         headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers={
         "Accept": FHIR_JSON, **({"Content-Type": FHIR_JSON} if body else {}), **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except (urllib.error.URLError, TimeoutError) as exc:
+        return 0, f"no answer: {exc}".encode()
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -329,25 +331,33 @@ class Bench:
                                         "memory": {"sizes": {}}, "setup": {}, "plans": {},
                                         "calibration": []}
         self.patients = 0  # the data size being measured
+        self.db_url: str | None = None  # its database
 
     def measure(self, url: str, requests: Path, clients: int, server_pid: int | None,
                 warmup: bool = True) -> dict[str, Any]:
+        drained = wait_idle(self.db_url)
         if warmup and self.args.warmup > 0:
             self.loadgen.run(url, requests, clients, self.args.warmup, server_pid)
-        return self.loadgen.run(url, requests, clients, self.args.duration, server_pid)
+        result = self.loadgen.run(url, requests, clients, self.args.duration, server_pid)
+        if drained:
+            result["waited_for_idle_seconds"] = drained
+        return result
 
     def record(self, group: str, name: str, clients: int, result: dict[str, Any],
                unit: str = "req/s", per_request: float = 1.0,
                server_pid: int | None = None) -> dict[str, Any]:
         entry = {"group": group, "name": name, "clients": clients, "unit": unit,
-                 "patients": self.patients,
+                 "patients": self.patients, "completed": result["requests"] > 0,
                  "rate": round(result["per_second"] * per_request, 1), **result}
         if server_pid:
             entry["server_rss_kib"] = tree_memory(server_pid)["rss_kib"]
         self.results["scenarios"].append(entry)
         log(f"{group:12s} {name:55s} c={clients:<3d} {entry['rate']:9.1f} {unit}  "
             f"p50 {result['p50_us'] / 1000:.1f} ms  p95 {result['p95_us'] / 1000:.1f} ms  "
-            f"p99 {result['p99_us'] / 1000:.1f} ms  errors {result['errors']}")
+            f"p99 {result['p99_us'] / 1000:.1f} ms  errors {result['errors']}"
+            + ("" if entry["completed"] else f"  (no request completed in {result['seconds']} s)")
+            + (f"  (waited {result['waited_for_idle_seconds']} s for the database to be idle)"
+               if result.get("waited_for_idle_seconds") else ""))
         return entry
 
     def skip(self, group: str, name: str, reason: str) -> None:
@@ -365,6 +375,7 @@ class Bench:
         database = f"santong_{size}"
         asyncio.run(create_database(pg_url, database))
         db_url = make_url(pg_url).set(database=database).render_as_string(hide_password=False)
+        self.db_url = db_url
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANTONG_")}
@@ -403,6 +414,7 @@ class Bench:
                 f"resources at {setup['per_second']}/s")
         finally:
             stop(server)
+            self.db_url = None
             self.results.setdefault("server_log_tail", {})[str(size)] = log_path.read_text(
                 errors="replace")[-3000:]
             if not self.args.keep:
@@ -441,16 +453,24 @@ class Bench:
             if not queries:
                 self.skip("search", search.name, "no query for this data")
                 continue
+            wait_idle(self.db_url)
+            plans[search.name] = explain(url, queries[0])
+            started = time.perf_counter()
             status, body = http("GET", f"{url}/fhir/{queries[0]}",
-                                headers={"Prefer": "handling=strict"})
+                                headers={"Prefer": "handling=strict"}, timeout=180)
+            seconds = time.perf_counter() - started
             if status != 200:
-                reason = f"not supported yet (strict probe: HTTP {status}"
+                # 4xx: the server refuses it (not implemented); else it failed (e.g. the
+                # database's statement timeout, answered 503)
+                reason = (f"not supported yet (strict probe: HTTP {status}" if 400 <= status < 500
+                          else f"failed (probe: HTTP {status} after {seconds:.1f} s")
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, IndexError, TypeError):
                     reason += ": " + orjson.loads(body)["issue"][0]["diagnostics"][:120]
+                if status == 0:
+                    reason += f": {body.decode()[:120]}"
                 self.skip("search", search.name, reason + ")")
                 continue
             data["searchable"][search.name] = queries
-            plans[search.name] = explain(url, queries[0])
             path = write_requests(work / f"search-{len(self.results['scenarios'])}.req",
                                   [("GET", f"/fhir/{q}", None) for q in queries])
             for clients in scenarios.SEARCH_CLIENTS[-1:] if self.args.quick else \
@@ -463,7 +483,14 @@ class Bench:
     def soak(self, url: str, data: dict[str, Any], work: Path, pid: int) -> None:
         """Mixed traffic for --soak-seconds in slices, the server's memory after each."""
         args = self.args
-        lines = mixed_requests(data, data.get("searchable", {}))
+        # a search taking seconds at this size would hold the connections and make the soak
+        # a measure of that one query
+        slow = sorted({x["name"] for x in self.results["scenarios"]
+                       if x["group"] == "search" and x["patients"] == self.patients
+                       and (not x["completed"] or x["p50_us"] > 1e6)})
+        searches = {k: v for k, v in data.get("searchable", {}).items() if k not in slow}
+        lines = mixed_requests(data, searches)
+        wait_idle(self.db_url)
         path = write_requests(work / "soak.req", lines)
         interval = max(1.0, min(args.soak_interval, args.soak_seconds))
         slices = max(1, round(args.soak_seconds / interval))
@@ -488,7 +515,8 @@ class Bench:
             "patients": self.patients, "seconds": round(time.perf_counter() - started, 1),
             "interval": interval, "clients": 16, "samples": samples,
             "mix": "per 10 requests: 4 reads by id, 3 searches (each kind in turn), "
-                   "2 updates, 1 create",
+                   "2 updates, 1 create", "searches": sorted(searches),
+            "excluded_searches": slow,
             "baseline_rss_kib": baseline, "final_rss_kib": final,
             "max_rss_kib": max(x["rss_kib"] for x in samples),
             "growth_percent": round(100 * (final - baseline) / baseline, 1) if baseline else None,
@@ -679,6 +707,32 @@ class Bench:
         report.write(self.results, args.out_dir)
         log(f"report: {args.out_dir / 'report.md'} ({time.perf_counter() - started:.0f} s)")
         return args.out_dir
+
+
+def wait_idle(db_url: str | None, limit: float = 180.0) -> float:
+    """Wait (up to `limit` s) until no client query runs in the database: requests a
+    scenario's load generator gave up on keep running in the server and would slow the next
+    scenario down. The seconds waited, when more than a poll."""
+    if db_url is None:
+        return 0.0
+
+    async def busy() -> int:
+        import asyncpg
+
+        connection = await asyncpg.connect(**asyncpg_connect_args(db_url))
+        try:
+            return int(await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND backend_type = 'client backend'"
+                " AND pid <> pg_backend_pid()"))
+        finally:
+            await connection.close()
+
+    started = time.perf_counter()
+    while asyncio.run(busy()) and time.perf_counter() - started < limit:
+        time.sleep(0.5)
+    waited = time.perf_counter() - started
+    return round(waited, 1) if waited > 0.4 else 0.0
 
 
 def per_item_us(function: Any, items: list[dict[str, Any]], budget: float) -> float:
