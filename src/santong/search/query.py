@@ -524,25 +524,28 @@ class Compiler:
         if target and not definitions.is_resource_type(target):
             raise error(400, "invalid", f"{key}: {target!r} is not a resource type",
                         expression=key)
-        alternatives = []
-        x = self.alias("x")
+        # Inside out: the matching targets first, then who refers to them (an uncorrelated
+        # IN, which PostgreSQL starts from the selective inner condition), one branch per
+        # target type. A correlated EXISTS with an OR of target types made it test every
+        # resource of the searched type instead (10 s for Encounter?subject.identifier at
+        # 100,000 patients).
+        branches = []
         for target_type in targets:
-            r2 = self.alias("c")
+            x, r2 = self.alias("x"), self.alias("c")
             try:
                 inner = self.parameter(target_type, r2, rest, value)
             except UnknownParameter:
                 continue
-            alternatives.append(
-                f"({x}.target_type = {self.bind(target_type)} AND EXISTS (SELECT 1 FROM resource"
-                f" {r2} WHERE {r2}.resource_type = {self.bind(target_type)}"
-                f" AND {r2}.id = {x}.target_id"
-                f" AND NOT {r2}.deleted AND {inner}))"
-            )
-        if not alternatives:
+            target = self.bind(target_type)
+            branches.append(
+                f"SELECT {x}.rid FROM resource {r2} JOIN search_reference {x}"
+                f" ON {x}.resource_type = {self.bind(resource_type)}"
+                f" AND {x}.code = {self.bind(name)} AND {x}.target_id = {r2}.id"
+                f" AND {x}.target_type = {target}"
+                f" WHERE {r2}.resource_type = {target} AND NOT {r2}.deleted AND {inner}")
+        if not branches:
             raise UnknownParameter(f"{key}: no target of {name!r} has a parameter {rest!r}")
-        return (f"EXISTS (SELECT 1 FROM search_reference {x} WHERE {x}.rid = {alias}.rid"
-                f" AND {x}.resource_type = {alias}.resource_type"
-                f" AND {x}.code = {self.bind(name)} AND ({' OR '.join(alternatives)}))")
+        return f"{alias}.rid IN ({' UNION ALL '.join(branches)})"
 
     def _has(self, resource_type: str, alias: str, key: str, value: str) -> str:
         """`_has:Observation:patient:code=x`: resources that matching Observations refer to."""
