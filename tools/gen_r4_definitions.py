@@ -367,6 +367,8 @@ KNOWN_INVALID: dict[str, str] = {
     **{f"SearchParameter-{kind}-extensions-{kind_type}-{code}.json": _EXTENSION_SEARCH_DRAFT
        for kind, kind_type in (("codesystem", "CodeSystem"), ("valueset", "ValueSet"))
        for code in ("author", "effective", "end", "keyword", "workflow")},
+    "Bundle-dataelements.json": "bdl-7: fullUrls repeat without versions (de-Quantity.value "
+                                "and others, once per Quantity profile)",
     # The workflow patterns: logical models that are neither abstract nor based on anything.
     **{f"StructureDefinition-{name}.json": "sdf-4: not abstract, yet no baseDefinition"
        for name in ("Definition", "Event", "FiveWs", "Request")},

@@ -5,10 +5,14 @@ http://hl7.org/fhir/R4/searchparameter.html) is compiled once per resource type 
 Python closures, for the subset the R4 standard expressions use: paths, ``|`` unions (with
 FHIRPath's de-duplication), ``where(...)``, ``resolve() is T``, ``=``/``!=``, ``and``/``or``,
 ``as``/``is``/``ofType``, ``extension('url')``, ``exists()``, ``empty()``, ``not()``,
-``first()``, ``last()``, ``count()``, ``[n]``, ``$this`` and ``%resource``; and for profile
-invariants (validation runs them on every write of a profiled resource) ``implies``,
-``all(...)``, ``matches()``, ``substring()``, ``indexOf()``, ``toInteger()``, integer
-``+ - * div mod`` and string ``+``. Each value is typed
+``first()``, ``last()``, ``count()``, ``[n]``, ``$this`` and ``%resource``; and for the
+invariants of profiles and of the R4 definitions (validation runs them on every write)
+``implies``, ``xor``, ``all(...)``, ``matches()``, ``substring()``, ``indexOf()``,
+``toInteger()``, ``startsWith()``, ``endsWith()``, ``contains()``, ``length()``,
+``hasValue()``, ``iif()``, ``select()``, ``distinct()``, ``isDistinct()``, ``tail()``,
+``trace()``, ``in``/``contains``, ``< <= > >=`` (numbers, strings, dates and times by their
+precision, Quantities of one unit or of UCUM units of one kind), integer
+``+ - * div mod``, string ``+`` and ``&``, and ``%ucum``. Each value is typed
 while navigating with the R4 structure definitions: ``Observation.value`` selects whichever
 ``valueX`` is present, typed X. Expressions outside the subset are evaluated with fhirpathpy
 (slow, pure Python) and typed by the node fhirpathpy reports or by the value's shape.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -480,6 +485,116 @@ def _string(items: list[_Item]) -> str | None:
     return value
 
 
+_TEMPORAL = frozenset({"date", "dateTime", "instant", "time"})
+_DATE_TIME_TEXT = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?"
+    r"(Z|[+-]\d{2}:\d{2})?)?)?)?")
+_TIME_TEXT = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?")
+UCUM = "http://unitsofmeasure.org"
+
+
+def _temporal_parts(text: str, kind: str) -> tuple[list[Any], int | None] | None:
+    """The components of a date, dateTime, instant or time down to its precision (seconds as a
+    decimal: seconds and milliseconds are one precision), and its zone offset in minutes."""
+    if kind == "time":
+        match = _TIME_TEXT.fullmatch(text)
+        if match is None:
+            return None
+        return [int(match[1]), int(match[2]), *([Decimal(match[3])] if match[3] else [])], None
+    match = _DATE_TIME_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    parts: list[Any] = [int(g) for g in match.groups()[:5] if g is not None]
+    if match[6] is not None:
+        parts.append(Decimal(match[6]))
+    zone = match[7]
+    if zone is None:
+        return parts, None
+    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (
+        int(zone[1:3]) * 60 + int(zone[4:6]))
+    return parts, offset
+
+
+def _zone(text: str) -> str:
+    """The zone designator that ends a date/time text ("" for none)."""
+    if text.endswith("Z"):
+        return "Z"
+    return text[-6:] if len(text) > 10 and text[-6] in "+-" else ""
+
+
+def _utc(parts: list[Any], offset: int) -> list[Any]:
+    moment = datetime(*parts[:5]) - timedelta(minutes=offset)
+    return [moment.year, moment.month, moment.day, moment.hour, moment.minute][:len(parts)] + (
+        parts[5:])
+
+
+def _compare_temporal(a: _Item, b: _Item) -> int | None:
+    """http://hl7.org/fhirpath/#comparison: component by component down to the precision both
+    have; equal so far but of different precisions is unknown (None). Zones are normalised
+    when both values have one; with a time and a zone on one side only it is unknown."""
+    kinds = {a[0], b[0]}
+    if "time" in kinds and kinds != {"time"}:
+        raise ExtractionError("a time compared with a date")
+    ta, tb = a[1], b[1]
+    if len(ta) == len(tb) and _zone(ta) == _zone(tb) and "." not in ta:
+        # One precision and one zone (the usual case): the text orders like the time.
+        return -1 if ta < tb else 1 if ta > tb else 0
+    pa, pb = _temporal_parts(a[1], a[0]), _temporal_parts(b[1], b[0])
+    if pa is None or pb is None:
+        raise ExtractionError(f"{a[1]!r} or {b[1]!r} is not a date or time")
+    (xa, za), (xb, zb) = pa, pb
+    if len(xa) > 3 and len(xb) > 3:
+        if (za is None) != (zb is None):
+            return None
+        if za is not None and zb is not None:
+            xa, xb = _utc(xa, za), _utc(xb, zb)
+    for one, other in zip(xa, xb, strict=False):
+        if one != other:
+            return -1 if one < other else 1
+    return 0 if len(xa) == len(xb) else None
+
+
+def _compare_quantity(a: dict[str, Any], b: dict[str, Any]) -> int | None:
+    """Quantities of the same unit, or of UCUM units with one canonical form; else unknown."""
+    va, vb = a.get("value"), b.get("value")
+    if not isinstance(va, int | float | Decimal) or not isinstance(vb, int | float | Decimal):
+        return None
+    ua, ub = a.get("code", a.get("unit")), b.get("code", b.get("unit"))
+    if ua != ub or a.get("system") != b.get("system"):
+        if a.get("system") != UCUM or b.get("system") != UCUM or not (
+                isinstance(ua, str) and isinstance(ub, str)):
+            return None
+        from santong.search.ucum import canonical
+
+        ca, cb = canonical(ua), canonical(ub)
+        if ca is None or cb is None or ca[1] != cb[1]:
+            return None
+        va, vb = Decimal(str(va)) * ca[0], Decimal(str(vb)) * cb[0]
+    return -1 if va < vb else 1 if va > vb else 0
+
+
+def _compare(a: _Item, b: _Item) -> int | None:
+    """The order of two values (-1, 0, 1), None when FHIRPath cannot tell (an empty result);
+    an error for values of kinds that have no order between them."""
+    va, vb = a[1], b[1]
+    if isinstance(va, bool) or isinstance(vb, bool):
+        raise ExtractionError("booleans have no order")
+    if isinstance(va, int | float | Decimal) and isinstance(vb, int | float | Decimal):
+        return -1 if va < vb else 1 if va > vb else 0
+    if isinstance(va, str) and isinstance(vb, str):
+        if a[0] in _TEMPORAL or b[0] in _TEMPORAL:
+            return _compare_temporal(a, b)
+        return -1 if va < vb else 1 if va > vb else 0
+    if isinstance(va, dict) and isinstance(vb, dict):
+        return _compare_quantity(va, vb)
+    raise ExtractionError(f"{a[0]} and {b[0]} cannot be compared")
+
+
+_ORDER: dict[str, Callable[[int], bool]] = {
+    "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0,
+}
+
+
 @cache
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.DOTALL)
@@ -563,6 +678,9 @@ class _Compiler:
         return (lambda focus, root: focus), types
 
     def c_var(self, tree: tuple[Any, ...], types: _Types) -> tuple[_Fn, _Types]:
+        if tree[1] == "ucum":
+            ucum = [("uri", UCUM)]
+            return (lambda focus, root: ucum), frozenset({"uri"})
         if tree[1] not in ("resource", "rootResource"):
             raise _Unsupported(f"variable %{tree[1]}")
         return (lambda focus, root: [(root["resourceType"], root)]), None
@@ -588,10 +706,49 @@ class _Compiler:
 
     def c_op(self, tree: tuple[Any, ...], types: _Types) -> tuple[_Fn, _Types]:
         op = tree[1]
-        if op not in ("|", "=", "!=", "and", "or", "implies", *_ARITHMETIC):
+        if op not in ("|", "=", "!=", "and", "or", "xor", "implies", "in", "contains", "&",
+                      *_ARITHMETIC, *_ORDER):
             raise _Unsupported(f"operator {op}")
         left, ltypes = self.compile(tree[2], types)
         right, rtypes = self.compile(tree[3], types)
+        if op in _ORDER:
+            holds = _ORDER[op]
+
+            def order(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                a, b = left(focus, root), right(focus, root)
+                if not a or not b:
+                    return []
+                if len(a) > 1 or len(b) > 1:
+                    raise ExtractionError(f"'{op}' on several items")
+                found = _compare(a[0], b[0])
+                return [] if found is None else [("boolean", holds(found))]
+
+            return order, _BOOLEAN
+        if op in ("in", "contains"):
+            member, collection = (left, right) if op == "in" else (right, left)
+
+            def membership(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                one = member(focus, root)
+                if not one:
+                    return []
+                if len(one) > 1:
+                    raise ExtractionError(f"'{op}' with several items to look for")
+                value = one[0][1]
+                return [("boolean", any(_equal(value, v) for _, v in collection(focus, root)))]
+
+            return membership, _BOOLEAN
+        if op == "&":
+            def concatenate(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                a, b = _string(left(focus, root)), _string(right(focus, root))
+                return [("string", (a or "") + (b or ""))]
+
+            return concatenate, frozenset({"string"})
+        if op == "xor":
+            def exclusive(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                a, b = _logic(left(focus, root)), _logic(right(focus, root))
+                return [] if a is None or b is None else [("boolean", a != b)]
+
+            return exclusive, _BOOLEAN
         if op in _ARITHMETIC:
             compute = _ARITHMETIC[op]
 
@@ -750,6 +907,69 @@ class _Compiler:
                 return []
 
             return to_integer, _INTEGER
+        if name in ("startsWith", "endsWith", "contains") and arity == 1:
+            part = self.compile(args[0], types)[0]
+            test = {"startsWith": str.startswith, "endsWith": str.endswith,
+                    "contains": str.__contains__}[name]
+
+            def string_test(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                text, sought = _string(base(focus, root)), _string(part(focus, root))
+                if text is None or sought is None:
+                    return []
+                return [("boolean", test(text, sought))]
+
+            return string_test, _BOOLEAN
+        if name == "length" and arity == 0:
+            def length(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                text = _string(base(focus, root))
+                return [] if text is None else [("integer", len(text))]
+
+            return length, _INTEGER
+        if name == "hasValue" and arity == 0:
+            # Primitives carried only by extensions are not items here: a single primitive
+            # item has a value.
+            def has_value(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                items = base(focus, root)
+                return [("boolean", len(items) == 1 and type(items[0][1]) not in (dict, list))]
+
+            return has_value, _BOOLEAN
+        if name == "iif" and arity in (2, 3):
+            # The criterion and the results are evaluated on the input (`x.iif(empty(), …)`).
+            criterion = self.compile(args[0], btypes)[0]
+            then, ttypes = self.compile(args[1], btypes)
+            otherwise, otypes = (self.compile(args[2], btypes) if arity == 3
+                                 else ((lambda focus, root: []), frozenset()))
+
+            def iif(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                items = base(focus, root)
+                if _logic(criterion(items, root)) is True:
+                    return then(items, root)
+                return otherwise(items, root)
+
+            return iif, None if ttypes is None or otypes is None else ttypes | otypes
+        if name == "trace" and arity in (1, 2):
+            return base, btypes  # a debugging aid: the input unchanged
+        if name == "select" and arity == 1:
+            projection, ptypes = self.compile(args[0], btypes)
+
+            def select(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                out: list[_Item] = []
+                for item in base(focus, root):
+                    out.extend(projection([item], root))
+                return out
+
+            return select, ptypes
+        if name in ("distinct", "isDistinct") and arity == 0:
+            if name == "distinct":
+                return (lambda focus, root: _distinct(base(focus, root))), btypes
+
+            def is_distinct(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
+                items = base(focus, root)
+                return [("boolean", len(_distinct(items)) == len(items))]
+
+            return is_distinct, _BOOLEAN
+        if name == "tail" and arity == 0:
+            return (lambda focus, root: base(focus, root)[1:]), btypes
         if name == "not" and arity == 0:
             def not_(focus: list[_Item], root: dict[str, Any]) -> list[_Item]:
                 value = _logic(base(focus, root))
