@@ -498,3 +498,50 @@ async def test_history_keeps_the_order_of_writes_within_a_millisecond(
         assert [(v.id, v.method) for v in newest] == [(existing, "PUT"), (created.id, "POST")]
     finally:
         await engine.dispose()
+
+
+async def test_lazy_transactions_send_one_statement_for_a_create_and_clean_up_after_failures(
+        database_url: str) -> None:
+    """A plain create is one statement in autocommit (no BEGIN/COMMIT); a transaction that
+    began and failed is rolled back, so the pooled connection's next lone statement commits."""
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from santong.fhir.storing import create_version_1
+    from santong.storage.database import create_engine
+    from santong.storage.repository import Repository
+
+    engine = create_engine(database_url, pool_size=1)  # every transaction gets the same one
+    other = create_engine(database_url, pool_size=1)
+    sent: list[str] = []
+    original = AsyncConnection.exec_driver_sql
+
+    async def exec_driver_sql(self: AsyncConnection, statement: str, *args: Any) -> Any:
+        sent.append(statement)
+        return await original(self, statement, *args)
+
+    try:
+        repository = Repository(engine)
+        AsyncConnection.exec_driver_sql = exec_driver_sql  # type: ignore[method-assign]
+        try:
+            async with repository.transaction() as tx:
+                await create_version_1(tx, patient(), unique("lone"), "POST", fresh=True)
+            assert sent == []  # neither BEGIN nor COMMIT
+            existing = unique("locked")
+            async with repository.transaction() as tx:
+                assert await create_version_1(tx, patient(), existing, "PUT") is not None
+            assert sent == ["BEGIN", "COMMIT"]  # an immediate write, then the index flush
+            with pytest.raises(RuntimeError):
+                async with repository.transaction() as tx:
+                    await tx.read_current("Patient", existing, for_update=True)
+                    raise RuntimeError("the interaction failed")
+            assert sent[-1] == "ROLLBACK"
+        finally:
+            AsyncConnection.exec_driver_sql = original  # type: ignore[method-assign]
+        after = unique("after")
+        async with repository.transaction() as tx:
+            await create_version_1(tx, patient(), after, "POST", fresh=True)
+        async with Repository(other).reading() as tx:  # committed: another connection sees it
+            assert await tx.read_current("Patient", after) is not None
+    finally:
+        await engine.dispose()
+        await other.dispose()

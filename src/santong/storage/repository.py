@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from santong.search.index import IndexRows, index_ctes, index_params
@@ -93,13 +94,14 @@ _UPDATE_CURRENT = text(
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 # Many new resources (version 1), their history rows and (the index CTEs added) their index
 # rows in one statement; index rows of a new resource carry -k, its ordinal, as their rid.
+# No ON CONFLICT: a taken id fails the whole statement, so even run alone (autocommit) it
+# writes all or nothing.
 _NEW_RESOURCE_CTES = [
     "new AS (SELECT * FROM unnest(CAST(:t AS text[]), CAST(:id AS text[]),"
     " CAST(:ts AS timestamptz[]), CAST(:c AS text[]), CAST(:m AS text[])) WITH ORDINALITY"
     " AS u(t, id, ts, c, m, k))",
     "current AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted,"
-    " content) SELECT t, id, 1, ts, false, c FROM new"
-    " ON CONFLICT (resource_type, id) DO NOTHING RETURNING resource_type, id, rid)",
+    " content) SELECT t, id, 1, ts, false, c FROM new RETURNING resource_type, id, rid)",
     "history AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated,"
     " method, content) SELECT n.t, n.id, 1, n.ts, n.m, n.c FROM new n JOIN current r"
     " ON r.resource_type = n.t AND r.id = n.id)",
@@ -113,9 +115,9 @@ def _flush_statement(tables: tuple[str, ...], delete: bool, new: bool) -> Any:
     """Queued new resources (if any) and index rows, as one statement."""
     if not new:
         parts = index_ctes(tables, delete)
-        return text("WITH " + ", ".join(parts) + " SELECT NULL, NULL") if parts else None
+        return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
     parts = [*_NEW_RESOURCE_CTES, *index_ctes(tables, delete, rid_map="rids")]
-    return text("WITH " + ", ".join(parts) + " SELECT resource_type, id FROM current")
+    return text("WITH " + ", ".join(parts) + " SELECT 1")
 
 
 @dataclass(slots=True)
@@ -128,6 +130,13 @@ class _NewResource:
     rows: IndexRows
 
 
+def _taken(exc: IntegrityError, new: list[_NewResource]) -> tuple[str, str]:
+    """The new resource whose id PostgreSQL reports taken (the first queued, if unclear)."""
+    detail = str(exc.orig)
+    return next(((n.resource_type, n.id) for n in new if f"{n.id})" in detail),
+                (new[0].resource_type, new[0].id))
+
+
 class _FlushingConnection:
     """The transaction's connection as its users see it: statements run after the queue."""
 
@@ -136,7 +145,7 @@ class _FlushingConnection:
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         await self._tx.flush()
-        return await self._tx.raw.execute(*args, **kwargs)
+        return await self._tx.run(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tx.raw, name)
@@ -145,9 +154,13 @@ class _FlushingConnection:
 class Transaction:
     """One database transaction over the resource tables."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, *, lazy: bool = False) -> None:
+        """`connection` in autocommit mode with `lazy`: BEGIN is sent before the first
+        statement but a lone final flush, which then runs as one atomic statement (a plain
+        create needs no BEGIN and COMMIT round trips)."""
         self.raw = connection
         self.connection: Any = _FlushingConnection(self)
+        self._lazy, self._begun = lazy, False
         self._new: dict[tuple[str, str], _NewResource] = {}
         # Index rows to replace, by rid (None: the resource was deleted, no rows).
         self._index: dict[int, tuple[str, IndexRows | None]] = {}
@@ -165,14 +178,36 @@ class Transaction:
         """Replace the index rows of the stored resource `rid` at the next flush."""
         self._index[rid] = (resource_type, rows)
 
+    async def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Execute a statement inside the transaction (beginning it if lazy)."""
+        if self._lazy and not self._begun:
+            await self.raw.exec_driver_sql("BEGIN")
+            self._begun = True
+        return await self.raw.execute(*args, **kwargs)
+
+    async def finish(self) -> None:
+        """Write what is queued and commit."""
+        if self._lazy and not self._begun:
+            await self.flush(alone=True)  # the only statement: atomic without BEGIN/COMMIT
+            return
+        await self.flush()
+        if self._lazy:
+            await self.raw.exec_driver_sql("COMMIT")
+
+    async def abort(self) -> None:
+        if self._lazy and self._begun:
+            self._new, self._index = {}, {}
+            await self.raw.exec_driver_sql("ROLLBACK")
+
     async def _keep_history_order(self) -> None:
         """Queued creates go first: history orders versions of the same millisecond by the
         sequence of their rows, which must follow the order the writes were made in."""
         if self._new:
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write what is queued, new resources and every index row, in one statement."""
+    async def flush(self, *, alone: bool = False) -> None:
+        """Write what is queued, new resources and every index row, in one statement
+        (`alone`: the transaction's only statement, run without BEGIN)."""
         if not self._new and not self._index:
             return
         new, self._new = list(self._new.values()), {}
@@ -187,12 +222,12 @@ class Transaction:
         statement = _flush_statement(tables, bool(replaced), bool(new))
         if statement is None:
             return
-        result = await self.raw.execute(statement, params)
-        if new:
-            inserted = {(r[0], r[1]) for r in result}
-            for n in new:
-                if (n.resource_type, n.id) not in inserted:
-                    raise DuplicateId(n.resource_type, n.id)
+        try:
+            await (self.raw.execute if alone else self.run)(statement, params)
+        except IntegrityError as exc:
+            if new and isinstance(exc.orig, Exception) and "resource_pkey" in str(exc.orig):
+                raise DuplicateId(*_taken(exc, new)) from exc
+            raise
 
     async def read_current(
         self, resource_type: str, id: str, *, for_update: bool = False
@@ -201,7 +236,7 @@ class Transaction:
         # The resource row does not depend on queued index rows: flush only for its own create.
         if (resource_type, id) in self._new:
             await self.flush()
-        row = (await self.raw.execute(stmt, {"t": resource_type, "id": id})).first()
+        row = (await self.run(stmt, {"t": resource_type, "id": id})).first()
         if row is None:
             return None
         return StoredVersion(resource_type, id, row[0], row[1], row[2], row[3], rid=row[4])
@@ -212,7 +247,7 @@ class Transaction:
         params = {"t": resource_type, "id": id, "v": version_id}
         if (resource_type, id) in self._new:
             await self.flush()
-        row = (await self.raw.execute(_READ_VERSION, params)).first()
+        row = (await self.run(_READ_VERSION, params)).first()
         if row is None:
             return None
         return StoredVersion(
@@ -225,7 +260,7 @@ class Transaction:
         """Insert version 1 of a new resource and return its rid; None if the id is taken."""
         params = {"t": resource_type, "id": id, "v": 1, "ts": last_updated, "c": content}
         await self._keep_history_order()
-        inserted = (await self.raw.execute(_INSERT_CURRENT, {**params, "m": method})).first()
+        inserted = (await self.run(_INSERT_CURRENT, {**params, "m": method})).first()
         return None if inserted is None else int(inserted[0])
 
     async def write_next_version(
@@ -242,13 +277,13 @@ class Transaction:
             "t": resource_type, "id": id, "v": version_id, "ts": last_updated, "c": content,
         }
         await self._keep_history_order()
-        updated = await self.raw.execute(
+        updated = await self.run(
             _UPDATE_CURRENT, {**params, "d": content is None, "m": method})
         return int(updated.scalar_one())
 
     async def lock(self, key: str) -> None:
         """Hold a transaction-scoped lock on `key` (e.g. to make conditional creates atomic)."""
-        await self.raw.execute(_ADVISORY_LOCK, {"k": key})
+        await self.run(_ADVISORY_LOCK, {"k": key})
 
     @staticmethod
     def _live_where(
@@ -337,10 +372,22 @@ class Repository:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self.engine.begin() as connection:
-            tx = Transaction(connection)
-            yield tx
-            await tx.flush()
+        """A database transaction, begun lazily (see `Transaction`): on an autocommit
+        connection, BEGIN/COMMIT are sent only when more than one statement is needed."""
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            tx = Transaction(autocommit, lazy=True)
+            try:
+                yield tx
+                await tx.finish()
+            except BaseException:
+                try:
+                    await tx.abort()
+                except BaseException:
+                    # Never hand the pool a connection that may still be inside our BEGIN.
+                    await connection.invalidate()
+                    raise
+                raise
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Transaction]:
