@@ -25,11 +25,13 @@ from santong.fhir.outcome import FhirError, error
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.fhir.router import Router
 from santong.search import ucum
+from santong.search.index import index_rows
 from santong.search.registry import CustomParameters
 from santong.settings import Settings, get_settings
 from santong.storage.database import create_engine
 from santong.storage.migrate import current_revision, head_revision
 from santong.storage.repository import Repository
+from santong.validation import validate_resource
 from santong.validation.registry import ProfileRegistry
 
 log = logging.getLogger("santong")
@@ -79,6 +81,18 @@ def to_http(fhir_request: FhirRequest, response: FhirResponse) -> Response:
     return Response(content=body, status_code=response.status, headers=headers)
 
 
+def warm_write_path() -> None:
+    """Validate and index the bundled guide's examples once, discarding the results."""
+    folder = packages.bundled_package_dir()
+    for path in sorted((folder / "example").glob("*.json")) if folder else ():
+        try:
+            resource = jsonio.loads(path.read_bytes())
+            validate_resource(resource)
+            index_rows(resource)
+        except Exception as exc:  # only a warm-up: the first real write reports any problem
+            log.debug("warm-up skipped %s: %s", path.name, exc)
+
+
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
     if settings is None:  # a worker process started by uvicorn: configure it like the parent
         settings = get_settings()
@@ -114,6 +128,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             await profiles.start()
         except Exception as exc:  # as above: the poll picks them up once the database is back
             log.warning("profiles not loaded yet: %s", exc)
+        # The write path compiles validation and search extraction per type on first use
+        # (about a second): do it now for the guide's example types, not in a client's request.
+        await asyncio.get_running_loop().run_in_executor(None, warm_write_path)
         app.state.profiles = profiles
         app.state.router = router
         try:
