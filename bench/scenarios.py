@@ -94,7 +94,7 @@ TARGETS = {
 }
 
 # Issue 3's search targets (informational): p95 of the first page by kind of search, and the
-# largest change in throughput between the smallest and the largest data size.
+# largest drop in throughput from the smallest to the largest data size.
 SEARCH_P95_TARGET_MS = {"token": 20.0, "string": 20.0, "include": 50.0}
 SEARCH_THROUGHPUT_DRIFT = 0.20
 
