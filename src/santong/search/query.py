@@ -563,13 +563,13 @@ class Compiler:
                                    f"{reference!r}")
         x, r2 = self.alias("x"), self.alias("h")
         inner = self.parameter(source_type, r2, rest, value)
-        # The source type is spelled out on the joined resource too, so PostgreSQL knows the
-        # inner index conditions' resource_type and uses (resource_type, code, value) indexes.
+        # Inside out, like chains: the matching sources first (from the inner condition's
+        # index), then the ids they point at, as an uncorrelated IN. The correlated EXISTS
+        # probed the inner index per candidate (over 60 s at 100,000 patients).
         source = self.bind(source_type)
-        return (f"EXISTS (SELECT 1 FROM search_reference {x} JOIN resource {r2}"
-                f" ON {r2}.rid = {x}.rid AND {r2}.resource_type = {source}"
-                f" WHERE {x}.resource_type = {source}"
-                f" AND {x}.code = {self.bind(reference)}"
-                f" AND {x}.target_type = {alias}.resource_type AND {x}.target_id = {alias}.id"
-                f" AND NOT {r2}.deleted AND {inner})")
+        return (f"{alias}.id IN (SELECT {x}.target_id FROM resource {r2}"
+                f" JOIN search_reference {x} ON {x}.rid = {r2}.rid"
+                f" AND {x}.resource_type = {source} AND {x}.code = {self.bind(reference)}"
+                f" AND {x}.target_type = {self.bind(resource_type)}"
+                f" WHERE {r2}.resource_type = {source} AND NOT {r2}.deleted AND {inner})")
 
