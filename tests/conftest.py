@@ -16,29 +16,20 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
+from tests.helpers import admin
 
 from santong.api.app import create_app
 from santong.settings import Settings
 from santong.storage.database import (
-    asyncpg_connect_args,
     normalise_url,
     start_embedded_postgres,
 )
 from santong.storage.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(**asyncpg_connect_args(url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +44,11 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     name = f"santong_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import tarfile
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+
+from santong.storage.database import asyncpg_connect_args
 
 FHIR_JSON = "application/fhir+json"
 ROOT = Path(__file__).resolve().parent.parent
-R4_PACKAGE = "hl7.fhir.r4.examples@4.0.1"
+# The official R4 package (CC0) from the npm registry, fetched over HTTPS: no npm needed.
+R4_PACKAGE_URL = ("https://registry.npmjs.org/hl7.fhir.r4.examples/-/"
+                  "hl7.fhir.r4.examples-4.0.1.tgz")
 
 
 @functools.cache
 def r4_base() -> Path:
     """The unpacked official R4 package (definitions and examples): $SANTONG_R4_PACKAGE or
-    /tmp/r4pkg/package when present, otherwise fetched once with `npm pack` into .cache/ (CI
-    has npm; without it the tests that need the package fail rather than skip)."""
+    /tmp/r4pkg/package when present, otherwise downloaded once into .cache/ (without network
+    the tests that need it fail rather than skip)."""
     given = Path(os.environ.get("SANTONG_R4_PACKAGE", "/tmp/r4pkg/package"))
     if (given / "StructureDefinition-Patient.json").is_file():
         return given
@@ -29,12 +34,21 @@ def r4_base() -> Path:
     unpacked = cache / "package"
     if not (unpacked / "StructureDefinition-Patient.json").is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        packed = subprocess.run(["npm", "pack", R4_PACKAGE, "--silent"], cwd=cache, check=True,
-                                capture_output=True, text=True).stdout.split()[-1]
-        with tarfile.open(cache / packed) as archive:
+        packed = cache / "hl7.fhir.r4.examples-4.0.1.tgz"
+        urllib.request.urlretrieve(R4_PACKAGE_URL, packed)
+        with tarfile.open(packed) as archive:
             archive.extractall(cache, filter="data")
-        (cache / packed).unlink()
+        packed.unlink()
     return unpacked
+
+
+async def admin(url: str, statement: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the server at `url`, outside transactions."""
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 def unique(prefix: str = "t") -> str:

@@ -21,6 +21,7 @@ import asyncpg
 import orjson
 import pytest
 from sqlalchemy.engine import make_url
+from tests.helpers import admin
 
 from santong.fhir import storing
 from santong.fhir.request import FhirRequest
@@ -50,14 +51,6 @@ PACKAGE_PARAMETERS = [orjson.loads(p.read_bytes()) for p in
                       sorted((ROOT / "fhir_profiles").glob("SearchParameter-*.json"))]
 
 
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(**asyncpg_connect_args(url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def fresh_database(server_url: str) -> Iterator[Any]:
     """Makes migrated databases holding the package's SearchParameters (dropped at the end)."""
@@ -68,7 +61,7 @@ def fresh_database(server_url: str) -> Iterator[Any]:
     def make() -> str:
         name = f"santong_bulk_{uuid.uuid4().hex[:10]}"
         names.append(name)
-        asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
         url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
         upgrade(url)
         asyncio.run(_put_through_the_server(url, PACKAGE_PARAMETERS))
@@ -79,7 +72,7 @@ def fresh_database(server_url: str) -> Iterator[Any]:
         if resource["url"] not in before:
             parameters.unregister(resource["url"])
     for name in names:
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _put_through_the_server(url: str, resources: list[dict[str, Any]]) -> None:

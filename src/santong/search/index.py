@@ -3,7 +3,8 @@
 http://hl7.org/fhir/R4/search.html — a resource is found by the values its SearchParameters'
 expressions select. They are extracted when the resource is written and stored in one table
 per parameter type (see migrations/versions/0002_search_indexes.py); a write replaces the rows
-of the resource in a single statement, so an acknowledged write is searchable at once.
+of the resource in the transaction (queued and flushed with its other writes, see
+santong.storage.repository), so an acknowledged write is searchable at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 
 from santong.search import values
 from santong.search.extract import ExtractionError, Node, evaluate_relative, extract
@@ -242,7 +242,8 @@ def index_ctes(tables: tuple[str, ...], delete: bool, rid_map: str | None = None
     `rid_map`: the name of a CTE `(k, rid)` giving the rid of a resource written by the same
     statement, whose rows carry `-k` as their rid (storage composes it with its inserts).
     Built per combination of non-empty tables and cached, so each statement is prepared once
-    per connection; new resources skip the deletes.
+    per connection; new resources skip the deletes. Storage composes and runs the statement
+    (santong.storage.repository, the transaction's flush).
     """
     parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = ANY(CAST(:stale AS bigint[])))"
              for name in _ALL_TABLES] if delete else []
@@ -285,29 +286,3 @@ def index_params(resources: list[tuple[int, str, IndexRows]], stale: list[int]
             tables.append(name)
             params.update((f"{name}_{c}", a) for c, a in zip(columns, arrays, strict=True))
     return tuple(tables), params
-
-
-@lru_cache(maxsize=1024)
-def _statement(tables: tuple[str, ...], delete: bool) -> Any:
-    parts = index_ctes(tables, delete)
-    return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
-
-
-async def write_index_rows(connection: Any, resources: list[tuple[int, str, IndexRows]],
-                           stale: list[int]) -> None:
-    """Replace index rows in one statement: delete every row of the `stale` rids, insert the
-    given rows of each (rid, resource_type)."""
-    tables, params = index_params(resources, stale)
-    statement = _statement(tables, bool(stale))
-    if statement is not None:
-        await connection.execute(statement, params)
-
-
-async def replace_index(connection: Any, rid: int, resource_type: str,
-                        rows: IndexRows | None, *, new: bool = False) -> None:
-    """Make the index rows of resource `rid` exactly `rows` (None: a deletion, no rows).
-
-    `new`: the resource was just created, so it has no rows to delete yet.
-    """
-    resources = [] if rows is None else [(rid, resource_type, rows)]
-    await write_index_rows(connection, resources, [] if new else [rid])

@@ -34,6 +34,7 @@ import orjson
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from santong.packages import read_package
 from santong.storage.database import asyncpg_connect_args
 from santong.validation.profiles import (
     Profile,
@@ -178,21 +179,11 @@ class ProfileRegistry:
         return count
 
     def load_folder(self, folder: str | Path) -> int:
-        """Load every `*.json` resource under `folder` (e.g. an IG package); how many were kept.
-
-        Files that are not JSON resources (package.json, .index.json) are skipped. Takes effect
-        at once for package content; the next sync merges what the database holds.
+        """Load a package folder's conformance resources (santong.packages.read_package); how
+        many were kept. Takes effect at once for package content; the next sync merges what
+        the database holds.
         """
-        resources = []
-        for path in sorted(Path(folder).rglob("*.json")):
-            try:
-                resource = orjson.loads(path.read_bytes())
-            except (OSError, orjson.JSONDecodeError) as exc:
-                log.warning("profile folder: %s skipped: %s", path, exc)
-                continue
-            if isinstance(resource, dict) and "resourceType" in resource:
-                resources.append(resource)
-        count = self.load_resources(resources)
+        count = self.load_resources(read_package(folder).resources)
         self.version = -1  # merge with the database at the next sync
         return count
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from santong import definitions
-from santong.fhir import jsonio
 from santong.fhir.call import Call
 from santong.fhir.datetimes import parse_range
 from santong.fhir.interactions.search_type import _run
+from santong.fhir.interactions.terminology import Parameters
 from santong.fhir.outcome import error
 from santong.fhir.request import FhirResponse
 
@@ -25,26 +25,6 @@ from santong.fhir.request import FhirResponse
 _PASSED_ON = frozenset({"_count", "_cursor", "_include", "_lastUpdated", "_elements",
                         "_summary", "_format", "_pretty"})
 _UNSUPPORTED = frozenset({"start", "end"})
-
-
-def _operation_parameters(call: Call) -> list[tuple[str, str]]:
-    params = list(call.request.query)
-    if call.request.method == "POST" and call.request.body:
-        try:
-            body = jsonio.loads(call.request.body)
-        except ValueError:
-            raise error(400, "invalid", "The body is not a valid Parameters resource") from None
-        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-            raise error(400, "invalid", "POST $everything takes a Parameters resource")
-        for parameter in body.get("parameter") or []:
-            name = parameter.get("name") if isinstance(parameter, dict) else None
-            value = next((v for k, v in parameter.items() if k.startswith("value")), None) \
-                if isinstance(parameter, dict) else None
-            if not isinstance(name, str) or value is None or isinstance(value, (dict, list)):
-                raise error(400, "invalid", "Each parameter needs a name and a primitive value",
-                            expression="Parameters.parameter")
-            params.append((name, str(value)))
-    return params
 
 
 def _search_parameters(params: list[tuple[str, str]]) -> tuple[list[str] | None,
@@ -86,7 +66,7 @@ async def patient_everything(call: Call) -> FhirResponse:
         raise error(404, "not-found", f"Patient/{call.id} is not known")
     if current.deleted:
         raise error(410, "deleted", f"Patient/{call.id} has been deleted")
-    types, params = _search_parameters(_operation_parameters(call))
+    types, params = _search_parameters(Parameters(call).pairs())
     members = sorted({"Patient", *definitions.compartment("Patient")})
     chosen: list[Any] = members if types is None else sorted(set(types))
     return await _run(call, chosen, ("Patient", call.id), params)

@@ -64,8 +64,16 @@ class Parameters:
     def has(self, name: str) -> bool:
         return bool(self._body(name)) or any(k == name for k, _ in self.query)
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every in-parameter as (name, text): the query's, then the body's primitives."""
+        names = dict.fromkeys(p["name"] for p in self.body if isinstance(p.get("name"), str))
+        return [*self.query, *((n, v) for n in names for v in self._body_strings(n))]
+
     def strings(self, name: str) -> list[str]:
-        values = [v for k, v in self.query if k == name]
+        return [v for k, v in self.query if k == name] + self._body_strings(name)
+
+    def _body_strings(self, name: str) -> list[str]:
+        values = []
         for parameter in self._body(name):
             value = next((v for k, v in parameter.items() if k.startswith("value")), None)
             if not isinstance(value, (str, int, bool)) or isinstance(value, bool):
