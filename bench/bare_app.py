@@ -3,7 +3,7 @@
 No validation, no versioning, no history, no search indexing: POST parses the JSON (the least a
 server must do), inserts one row (id, content text) and returns 201 with the body; GET selects
 it by id; PUT updates it; GET /ping answers without touching the database. Served by uvicorn
-(one worker, uvloop + httptools, as `santong serve`), with a pool of 10 connections.
+(as many worker processes as `santong serve`, uvloop + httptools), with a pool of 10 connections.
 
 Usage: python bench/bare_app.py --port P --dsn postgresql://postgres@/db --host-dir SOCKETDIR
 """
@@ -11,9 +11,11 @@ Usage: python bench/bare_app.py --port P --dsn postgresql://postgres@/db --host-
 from __future__ import annotations
 
 import argparse
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -78,14 +80,26 @@ def create_app(dsn: str, host_dir: str | None, pool_size: int = 10) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app of a worker process (uvicorn imports it by name when --workers > 1)."""
+    return create_app(os.environ["BARE_DSN"], os.environ.get("BARE_HOST_DIR") or None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--host-dir")
+    parser.add_argument("--workers", type=int, default=1, help="processes, as Santong's")
     args = parser.parse_args()
-    uvicorn.run(create_app(args.dsn, args.host_dir), host="127.0.0.1", port=args.port,
-                log_level="warning", access_log=False, server_header=False)
+    common = dict(host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                  server_header=False)
+    if args.workers > 1:
+        os.environ.update(BARE_DSN=args.dsn, BARE_HOST_DIR=args.host_dir or "")
+        uvicorn.run("bare_app:app_from_environment", factory=True, workers=args.workers,
+                    app_dir=str(Path(__file__).parent), **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(args.dsn, args.host_dir), **common)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -204,9 +204,10 @@ def _search_lines(results: dict[str, Any]) -> list[str]:
 def _memory_lines(results: dict[str, Any]) -> list[str]:
     memory = results.get("memory", {})
     out = ["## Memory", "",
-           "Resident memory (RSS) of the Santong server, one process (1 uvicorn worker) unless "
-           "stated; peak = the kernel's high-water mark (VmHWM) over the server's life at that "
-           "size. Target: < 300 MB with 100,000 patients.", "",
+           "Resident memory (RSS) of the Santong server's processes (uvicorn's supervisor and "
+           "its workers: the processes column); peak = the largest process's high-water "
+           "mark (VmHWM) over the server's life at that size. Target: < 300 MB with "
+           "100,000 patients.", "",
            "| Patients | idle after start MiB | after set-up | after the scenarios | at the end | "
            "peak | processes |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for size, x in memory.get("sizes", {}).items():
@@ -268,7 +269,9 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| Data | {data_text}; seed {s['seed']} |",
             f"| Per scenario | {s['duration']} s of load after {s['warmup']} s warm-up, cycling "
             f"over up to {s['sample']} distinct resources/queries; server log level "
-            f"{s['server_log_level']} |"]
+            f"{s['server_log_level']} |",
+            f"| Server processes | {s.get('server_processes', 1)} for Santong and for the bare "
+            "app alike (uvicorn workers) |"]
     if load:
         out.append(f"| Machine load average at the end | {' / '.join(f'{x:.2f}' for x in load)}"
                    " (1 / 5 / 15 min) |")

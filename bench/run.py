@@ -59,6 +59,7 @@ import scenarios  # noqa: E402
 from santong import __version__  # noqa: E402
 from santong.generate import Dataset  # noqa: E402
 from santong.generate.output import patient_bundle  # noqa: E402
+from santong.settings import Settings, worker_count  # noqa: E402
 from santong.storage.database import (  # noqa: E402
     asyncpg_connect_args,
     start_embedded_postgres,
@@ -151,11 +152,15 @@ def tree_memory(pid: int) -> dict[str, Any]:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
+    """CPU time of `pid` and its live descendants (the server's worker processes)."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
 
 
 def machine_busy() -> tuple[int, int]:
@@ -380,7 +385,7 @@ class Bench:
         url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANTONG_")}
         env.update(SANTONG_LOG_LEVEL=self.args.server_log_level, SANTONG_DATABASE_URL=db_url,
-                   SANTONG_ALLOW_EXPLAIN="true")
+                   SANTONG_ALLOW_EXPLAIN="true", SANTONG_WORKERS=str(self.args.workers))
         log_path = work / "santong.log"
         with open(log_path, "wb") as out:
             server = subprocess.Popen([sys.executable, "-m", "santong", "serve", "--port",
@@ -567,7 +572,8 @@ class Bench:
         for key in ("create", "read"):
             out = self.args.out_dir / f"profile-{key}.txt"
             raw = work / f"profile-{key}.raw"
-            spy_process = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw",
+            spy_process = subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses",
+                                            "--format", "raw",
                                             "--output", str(raw), "--duration",
                                             str(round(self.args.duration) + 1), "--rate", "250"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -587,7 +593,8 @@ class Bench:
         log_path = work / "bare.log"
         with open(log_path, "wb") as out:
             app = subprocess.Popen([sys.executable, str(HERE / "bare_app.py"), "--port",
-                                    str(port), "--dsn", dsn, "--host-dir", host_dir or ""],
+                                    str(port), "--dsn", dsn, "--host-dir", host_dir or "",
+                                    "--workers", str(self.args.workers)],
                                    stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_healthy(f"{url}/ping", app, log_path)
@@ -859,7 +866,8 @@ def meta(bench: Bench, pg_url: str, stamp: datetime, mode: str, by_size: dict[st
                      "warmup": args.warmup, "sample": args.sample, "setup": args.setup,
                      "setup_processes": args.setup_processes,
                      "soak_seconds": args.soak_seconds if args.soak else None,
-                     "server_log_level": args.server_log_level},
+                     "server_log_level": args.server_log_level,
+                     "server_processes": args.workers},
         "data": {"patients": args.sizes[0], "sizes": args.sizes,
                  "resources": by_size[str(args.sizes[0])]["resources"],
                  "counts": by_size[str(args.sizes[0])]["counts"], "by_size": by_size},
@@ -903,6 +911,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="length of the soak (600)")
     parser.add_argument("--soak-interval", type=float, default=30.0,
                         help="seconds between memory samples in the soak (30)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="server processes, Santong's and the bare app's alike "
+                             "(default: as `santong serve`, one per CPU, at most 4)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--server-log-level", default="info",
                         help="Santong's log level during the run (default info, as deployed)")
@@ -922,6 +933,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.patients = args.sizes[0]
     args.duration = args.duration if args.duration is not None else defaults[1]
     args.warmup = args.warmup if args.warmup is not None else defaults[2]
+    args.workers = worker_count(Settings(workers=args.workers))  # 0: resolved as serve does
     return args
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.conftest import free_port, wait_until_healthy
 from tests.helpers import unique
 
 ETHNICITY = "http://santong.example/fhir/StructureDefinition/ethnicity"
@@ -76,3 +81,45 @@ async def test_another_process_follows_through_notify(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the other process never indexed the new parameter")
+
+
+def test_several_server_processes_agree_at_once(database_url: str, tmp_path: Path) -> None:
+    """`santong serve` with two worker processes: a SearchParameter stored through one is
+    used by whichever process answers next, without waiting for its NOTIFY (a search naming
+    a parameter a process does not know makes it check the database first)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SANTONG_DATABASE_URL": database_url, "SANTONG_WORKERS": "2"}
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "santong", "serve", "--port",
+                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(url, process)
+        children = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and _parent(p) == process.pid]
+        assert len(children) >= 2, "two worker processes (and uvicorn's supervisor)"
+        code, value = unique("ethnic").replace("-", ""), unique("v")
+        strict = {"Prefer": "handling=strict", "Connection": "close"}
+        before = httpx.post(f"{url}/fhir/Patient", json=ethnic_patient(value)).json()["id"]
+        assert httpx.post(f"{url}/fhir/SearchParameter",
+                          json=search_parameter(code)).status_code == 201
+        created = set()
+        for _ in range(10):  # a new connection each time: the kernel spreads them over both
+            created.add(httpx.post(f"{url}/fhir/Patient", json=ethnic_patient(value),
+                                   headers={"Connection": "close"}).json()["id"])
+            response = httpx.get(f"{url}/fhir/Patient", params={code: value}, headers=strict)
+            assert response.status_code == 200, response.text
+        assert httpx.post(f"{url}/fhir/Patient/$reindex").status_code == 200
+        bundle = httpx.get(f"{url}/fhir/Patient", params={code: value, "_count": 50},
+                           headers=strict).json()
+        assert {e["resource"]["id"] for e in bundle["entry"]} == {before, *created}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -504,7 +504,7 @@ async def test_lazy_transactions_send_one_statement_for_a_create_and_clean_up_af
         database_url: str) -> None:
     """A plain create is one statement in autocommit (no BEGIN/COMMIT); a transaction that
     began and failed is rolled back, so the pooled connection's next lone statement commits."""
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    import asyncpg
 
     from santong.fhir.storing import create_version_1
     from santong.storage.database import create_engine
@@ -513,15 +513,17 @@ async def test_lazy_transactions_send_one_statement_for_a_create_and_clean_up_af
     engine = create_engine(database_url, pool_size=1)  # every transaction gets the same one
     other = create_engine(database_url, pool_size=1)
     sent: list[str] = []
-    original = AsyncConnection.exec_driver_sql
+    original = asyncpg.Connection.execute  # the repository sends BEGIN/COMMIT/ROLLBACK so
 
-    async def exec_driver_sql(self: AsyncConnection, statement: str, *args: Any) -> Any:
+    async def execute(self: asyncpg.Connection, statement: str, *args: Any, **kw: Any) -> Any:
         sent.append(statement)
-        return await original(self, statement, *args)
+        return await original(self, statement, *args, **kw)
 
     try:
         repository = Repository(engine)
-        AsyncConnection.exec_driver_sql = exec_driver_sql  # type: ignore[method-assign]
+        async with repository.reading() as tx:  # SQLAlchemy's first-connect queries: not ours
+            await tx.read_current("Patient", "none")
+        asyncpg.Connection.execute = execute  # type: ignore[method-assign]
         try:
             async with repository.transaction() as tx:
                 await create_version_1(tx, patient(), unique("lone"), "POST", fresh=True)
@@ -536,7 +538,7 @@ async def test_lazy_transactions_send_one_statement_for_a_create_and_clean_up_af
                     raise RuntimeError("the interaction failed")
             assert sent[-1] == "ROLLBACK"
         finally:
-            AsyncConnection.exec_driver_sql = original  # type: ignore[method-assign]
+            asyncpg.Connection.execute = original  # type: ignore[method-assign]
         after = unique("after")
         async with repository.transaction() as tx:
             await create_version_1(tx, patient(), after, "POST", fresh=True)

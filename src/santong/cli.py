@@ -12,7 +12,7 @@ from pathlib import Path
 
 from santong import __version__
 from santong.api.logging import configure_logging
-from santong.settings import Settings
+from santong.settings import Settings, worker_count
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -100,9 +100,11 @@ def serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM once it has drained in-flight requests; exit cleanly then, so
     # atexit handlers run (they stop the embedded PostgreSQL).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if settings.workers > 1:
+    workers = worker_count(settings)
+    print(f"  processes:  {workers} (SANTONG_WORKERS)", flush=True)
+    if workers > 1:
         os.environ["SANTONG_DATABASE_URL"] = url  # the workers import the app themselves
-        uvicorn.run("santong.api.app:create_app", factory=True, workers=settings.workers,
+        uvicorn.run("santong.api.app:create_app", factory=True, workers=workers,
                     **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(settings, url), **common)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 
 from santong.fhir.outcome import FhirError
 from santong.fhir.request import FhirRequest
@@ -37,12 +37,12 @@ log = logging.getLogger(__name__)
 LOCK_KEY = "santong:install-package"
 _SAME_URL = text(
     "SELECT r.resource_type, r.content FROM resource r JOIN search_uri u ON u.rid = r.rid"
-    " WHERE u.code = 'url' AND u.value IN :urls AND NOT r.deleted"
-).bindparams(bindparam("urls", expanding=True))
+    " WHERE u.code = 'url' AND u.value = ANY(:urls) AND NOT r.deleted"
+)
 _SAME_ID = text(
     "SELECT resource_type, id, content FROM resource"
-    " WHERE id IN :ids AND NOT deleted"
-).bindparams(bindparam("ids", expanding=True))
+    " WHERE id = ANY(:ids) AND NOT deleted"
+)
 
 
 def bundled_package_dir() -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class Settings(BaseSettings):
     max_include_results: int = Field(default=1000, ge=0)
     # `_explain=true` on a search returns its SQL and plan; for administrators only.
     allow_explain: bool = False
+    # Database connections per server process. Requests beyond it wait for one: opening and
+    # closing connections per request (pool overflow) costs more than the wait.
     db_pool_size: int = Field(default=10, ge=1)
     # Seconds a client is told to wait (Retry-After) when the database is unreachable.
     retry_after_seconds: int = 5
@@ -35,7 +38,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Seconds uvicorn waits for in-flight requests on shutdown.
     graceful_shutdown_seconds: int = 30
-    workers: int = Field(default=1, ge=1)
+    # Server processes; 0 (the default) is one per CPU, at most 4. One Python process is
+    # CPU-bound well below what PostgreSQL can take, and all state lives in the database.
+    workers: int = Field(default=0, ge=0)
     # Profiles every written resource of a type must meet: "Patient=url,Observation=url2".
     required_profiles: str = ""
     # Store the bundled three-connections FHIR package (fhir_profiles/) in the database at
@@ -43,6 +48,10 @@ class Settings(BaseSettings):
     load_bundled_package: bool = True
     # Another FHIR package folder (conformance resources at its top level) stored likewise.
     profiles_dir: Path | None = None
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.workers or min(os.cpu_count() or 1, 4)
 
 
 @lru_cache(maxsize=1)

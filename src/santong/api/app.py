@@ -167,12 +167,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                                 status_code=503)
         return JSONResponse({"status": "ready", "schema": revision})
 
-    @app.api_route(FHIR_BASE, methods=_METHODS, include_in_schema=False)
-    @app.api_route(FHIR_BASE + "/{path:path}", methods=_METHODS, include_in_schema=False)
-    async def fhir(request: Request, path: str = "") -> Response:
+    async def fhir(request: Request) -> Response:
         fhir_request = FhirRequest(
             method=request.method,
-            path=path.strip("/"),
+            path=request.path_params.get("path", "").strip("/"),
             query=list(request.query_params.multi_items()),
             headers=dict(request.headers),
             base_url=base_url(request, settings),
@@ -188,6 +186,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         response = await request.app.state.router.handle(fhir_request)
         return to_http(fhir_request, response)
 
+    # Plain Starlette routes: FastAPI's parameter machinery has nothing to do here (the core
+    # parses FHIR requests itself) and cost about a tenth of a read's CPU.
+    for path in (FHIR_BASE, FHIR_BASE + "/{path:path}"):
+        app.add_route(path, fhir, methods=_METHODS, include_in_schema=False)
     return app
 
 

@@ -36,6 +36,7 @@ from santong.fhir.interactions.update import conditional_update, update
 from santong.fhir.interactions.vread import vread
 from santong.fhir.outcome import FhirError, Issue, error, operation_outcome
 from santong.fhir.request import FhirRequest, FhirResponse
+from santong.search import parameters as search_parameters
 from santong.search.registry import CustomParameters
 from santong.settings import Settings
 from santong.storage.repository import DuplicateId, Repository, Transaction
@@ -122,6 +123,9 @@ class Router:
             process = transaction if bundle_type == "transaction" else batch
             return await process(self, request, entries)
         handler, segments = self.route(request)
+        if self.custom_parameters is not None and self._may_need_new_parameters(segments,
+                                                                                request):
+            await self.custom_parameters.sync()
         call = Call(request, tx, self.settings)  # type: ignore[arg-type]
         if self.profiles is not None:
             profile_registry.activate(self.profiles)
@@ -148,6 +152,24 @@ class Router:
             if announce:
                 await profile_registry.announce(own.connection)
             return await handler(call)
+
+    @staticmethod
+    def _may_need_new_parameters(segments: list[str], request: FhirRequest) -> bool:
+        """Whether the request names a search parameter this process does not know, or is a
+        $reindex. Another process may have stored that SearchParameter a moment ago and its
+        NOTIFY not have arrived yet: a version check (one query, rare) makes sure."""
+        if segments and segments[-1] == "$reindex":
+            return True
+        if not request.query or not segments or _literal(segments[0]):
+            return False
+        if len(segments) == 1:  # search, conditional update/delete/patch
+            resource_type = segments[0]
+        elif len(segments) == 3 and not _literal(segments[2]):  # compartment search
+            resource_type = segments[2]
+        else:
+            return False
+        return any(search_parameters.get(resource_type, key.split(":")[0].split(".")[0])
+                   is None for key, _ in request.query if not key.startswith("_"))
 
     async def handle(self, request: FhirRequest) -> FhirResponse:
         """Answer a single REST call, turning every failure into an OperationOutcome."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from santong import definitions
 from santong.fhir.outcome import error
@@ -25,7 +24,7 @@ from santong.search import terminology
 from santong.search.index import json_value
 from santong.search.parameters import get, parameters_for
 from santong.search.query import Compiled, Compiler, split_values
-from santong.storage.repository import StoredVersion
+from santong.storage.repository import Connection, StoredVersion
 
 _SORT_SOURCES = {
     "string": ("search_string", "value", "text"),
@@ -220,7 +219,7 @@ def _compartment_rids(spec: SearchSpec, compiler: Compiler) -> str:
             f" AND own.id = {own_id}")
 
 
-async def search(connection: AsyncConnection, spec: SearchSpec) -> SearchResult:
+async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     compiler = Compiler(spec.base_url, await terminology.resolve(connection, spec.params,
                                                                  spec.types))
     where, compiled = compile_where(spec, compiler)
@@ -304,7 +303,7 @@ _REVINCLUDE = text(
 
 
 async def _includes(
-    connection: AsyncConnection, spec: SearchSpec, matches: list[StoredVersion]
+    connection: Connection, spec: SearchSpec, matches: list[StoredVersion]
 ) -> list[StoredVersion]:
     if not (spec.includes or spec.revincludes) or not matches:
         return []
@@ -353,7 +352,7 @@ async def _includes(
     return included
 
 
-async def _visible(connection: AsyncConnection, spec: SearchSpec,
+async def _visible(connection: Connection, spec: SearchSpec,
                    versions: list[StoredVersion]) -> list[StoredVersion]:
     """The included resources the caller may see (the access filter, per type)."""
     if spec.access is None or not versions:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from santong.fhir.outcome import error
 from santong.search import parameters
 from santong.storage.database import asyncpg_connect_args
+
+if TYPE_CHECKING:
+    from santong.storage.repository import Connection
 
 log = logging.getLogger(__name__)
 CHANNEL = "santong_search_parameters"
@@ -49,7 +52,7 @@ def check(resource: dict[str, Any]) -> None:
                     expression="SearchParameter") from None
 
 
-async def announce(connection: AsyncConnection) -> None:
+async def announce(connection: Connection) -> None:
     """Tell every process, once this transaction commits, that SearchParameters changed."""
     await connection.execute(text(f"NOTIFY {CHANNEL}"))
 

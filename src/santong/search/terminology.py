@@ -9,7 +9,7 @@ query is compiled: the compiler then sees plain (system, code) sets.
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING
 
 from santong.fhir.outcome import error
 from santong.search.parameters import get
@@ -17,6 +17,9 @@ from santong.search.query import split_token, split_values
 from santong.terminology import TerminologyError
 from santong.terminology.expansion import expand, fetch_value_set
 from santong.terminology.store import Store
+
+if TYPE_CHECKING:
+    from santong.storage.repository import Connection
 
 MODIFIERS = ("in", "not-in", "above", "below")
 # (system, code); code None means every code of the system.
@@ -51,7 +54,7 @@ def _is_token(key: str, resource_types: list[str]) -> bool:
     return any((p := get(t, name)) is not None and p.type == "token" for t in resource_types)
 
 
-async def resolve(connection: AsyncConnection, params: list[tuple[str, str]],
+async def resolve(connection: Connection, params: list[tuple[str, str]],
                   resource_types: list[str]) -> dict[tuple[str, str], Codes]:
     """The code sets the terminology modifiers in `params` stand for, by (modifier, value)."""
     resolved: dict[tuple[str, str], Codes] = {}

@@ -72,7 +72,9 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: 16 clients on a pool of 10 made the pool open and close a connection
+        # (a PostgreSQL backend) per request, and read throughput fell by a third.
+        max_overflow=0,
         # No pre-ping (a round trip per request): a connection broken by a database restart
         # fails its request with 503 and is discarded; the next one connects afresh.
         pool_pre_ping=False,

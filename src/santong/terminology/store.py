@@ -8,13 +8,15 @@ twice, or filtering one CodeSystem in several includes, reads it once).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from santong.terminology.codesystem import CodeSystemIndex
+
+if TYPE_CHECKING:
+    from santong.storage.repository import Connection
 
 _BY_URL = text(
     "SELECT r.content FROM resource r JOIN search_uri u ON u.rid = r.rid"
@@ -37,7 +39,7 @@ def split_canonical(reference: str) -> tuple[str, str | None]:
 
 
 class Store:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._resources: dict[tuple[str, str, str | None], dict[str, Any] | None] = {}
         self._code_systems: dict[tuple[str, str | None], CodeSystemIndex | None] = {}

@@ -27,12 +27,12 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 from sqlalchemy import bindparam, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from santong.packages import read_package
 from santong.storage.database import asyncpg_connect_args
@@ -45,6 +45,9 @@ from santong.validation.profiles import (
 )
 from santong.validation.structure import ValidationIssue
 from santong.validation.valuesets import Codes, Undecidable, expand
+
+if TYPE_CHECKING:
+    from santong.storage.repository import Connection
 
 __all__ = [
     "CHANNEL",
@@ -100,7 +103,7 @@ def parse_required(setting: str | None) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-async def announce(connection: AsyncConnection) -> None:
+async def announce(connection: Connection) -> None:
     """Tell every process, once this transaction commits, that profiles may have changed."""
     await connection.execute(text(f"NOTIFY {CHANNEL}"))
 
