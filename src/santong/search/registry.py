@@ -4,8 +4,8 @@ http://hl7.org/fhir/R4/searchparameter.html. A SearchParameter resource stored t
 REST API is registered with `santong.search.parameters` for its bases; new writes are indexed
 for it at once, and `$reindex` brings existing resources up to date. Processes stay stateless:
 a write `NOTIFY`s every process (delivered at commit), each reloads from the database, and a
-version check (the newest history row of SearchParameter) catches anything a lost listener
-connection missed.
+version check (a counter the same write bumps: santong.storage.versions) catches anything a
+lost listener connection missed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from santong.fhir.outcome import error
 from santong.search import parameters
+from santong.storage import versions
 from santong.storage.database import asyncpg_connect_args
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHANNEL = "santong_search_parameters"
-_VERSION = text(
-    "SELECT coalesce(max(seq), 0) FROM resource_history WHERE resource_type = 'SearchParameter'"
-)
 _CUSTOM = text(
     "SELECT content FROM resource WHERE resource_type = 'SearchParameter' AND NOT deleted"
 )
@@ -54,7 +52,7 @@ def check(resource: dict[str, Any]) -> None:
 
 async def announce(connection: Connection) -> None:
     """Tell every process, once this transaction commits, that SearchParameters changed."""
-    await connection.execute(text(f"NOTIFY {CHANNEL}"))
+    await versions.bump(connection, versions.SEARCH_PARAMETERS, CHANNEL)
 
 
 class CustomParameters:
@@ -70,7 +68,7 @@ class CustomParameters:
 
     async def sync(self, *, force: bool = False) -> None:
         async with self._lock, self.engine.connect() as connection:
-            version = int((await connection.execute(_VERSION)).scalar_one())
+            version = await versions.current(connection, versions.SEARCH_PARAMETERS)
             if version == self.version and not force:
                 return
             rows = [orjson.loads(r[0]) for r in await connection.execute(_CUSTOM)]

@@ -10,7 +10,7 @@ they draw on.
 
 Like custom SearchParameters (:mod:`santong.search.registry`): a write of a StructureDefinition,
 ValueSet or CodeSystem `NOTIFY`s every process (delivered at commit), each reloads, and a poll
-of the newest history row of those types catches anything a lost listener missed. The router
+of the version counter the write bumps catches anything a lost listener missed. The router
 re-syncs its own process right after such a write, so the next request already sees it.
 
 Validation at write time needs no database access: the hook (:func:`validate_write`) reads the
@@ -35,6 +35,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from santong.packages import read_package
+from santong.storage import versions
 from santong.storage.database import asyncpg_connect_args
 from santong.validation.profiles import (
     Profile,
@@ -63,10 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 CHANNEL = "santong_profiles"
 WATCHED_TYPES = ("StructureDefinition", "ValueSet", "CodeSystem")
-_VERSION = text(
-    "SELECT coalesce(max(seq), 0) FROM resource_history"
-    " WHERE resource_type IN ('StructureDefinition', 'ValueSet', 'CodeSystem')"
-)
 _DEFINITIONS = text(
     "SELECT content FROM resource WHERE resource_type = 'StructureDefinition' AND NOT deleted"
 )
@@ -105,7 +102,7 @@ def parse_required(setting: str | None) -> dict[str, tuple[str, ...]]:
 
 async def announce(connection: Connection) -> None:
     """Tell every process, once this transaction commits, that profiles may have changed."""
-    await connection.execute(text(f"NOTIFY {CHANNEL}"))
+    await versions.bump(connection, versions.PROFILES, CHANNEL)
 
 
 def validate_write(resource: dict[str, Any]) -> list[ValidationIssue]:
@@ -255,7 +252,7 @@ class ProfileRegistry:
         if self.engine is None:
             return
         async with self._lock, self.engine.connect() as connection:
-            version = int((await connection.execute(_VERSION)).scalar_one())
+            version = await versions.current(connection, versions.PROFILES)
             if version == self.version and not force:
                 return
             stored = []
