@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.helpers import create, expressions, outcome_issues, patient, unique
+from sqlalchemy.engine import make_url
+from tests.helpers import admin, create, expressions, outcome_issues, patient, unique
 
 from santong.api.app import create_app
 from santong.fhir.versioning import instant, now
@@ -164,6 +165,27 @@ async def test_database_down_gives_503_with_retry_after(database_url: str) -> No
             ready = await client.get("http://t/readyz")
             assert ready.status_code == 503
             assert (await client.get("http://t/healthz")).status_code == 200
+
+
+async def test_connections_lost_in_the_pool_give_503_once_and_are_replaced(
+    database_url: str,
+) -> None:
+    """A database restart kills the pooled connections: the request that meets one gets a 503
+    (no pre-ping round trip per request), the connection is discarded, the next request works."""
+    app = create_app(Settings(db_pool_size=1, retry_after_seconds=4), database_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir/") as client:
+            created = (await client.post("Patient", json=patient())).json()
+            name = make_url(database_url).database
+            await admin(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        f" WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                        " AND backend_type = 'client backend'")
+            statuses = [(await client.get(f"Patient/{created['id']}")).status_code
+                        for _ in range(3)]
+            assert statuses[0] in (200, 503) and statuses[1:] == [200, 200], statuses
+            lost = await client.post("Patient", json=patient())
+            assert lost.status_code == 201, lost.text
 
 
 @pytest.mark.parametrize(

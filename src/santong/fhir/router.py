@@ -236,6 +236,8 @@ def is_database_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
             return True
+        if isinstance(cause, asyncpg.InterfaceError) and "closed" in str(cause):
+            return True  # the server closed the connection between our statements
         if isinstance(cause, sa_exc.TimeoutError):  # the connection pool is exhausted
             return True
     return False

@@ -423,12 +423,21 @@ class Repository:
         transaction)."""
         pooled: PoolProxiedConnection = await self.engine.raw_connection()
         connection: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
+        for _ in range(self.engine.pool.size()):  # type: ignore[attr-defined]
+            if not connection.is_closed():
+                break
+            # The server closed it (a restart): asyncpg saw the socket end, no round trip.
+            await greenlet_spawn(pooled.invalidate)
+            pooled = await self.engine.raw_connection()
+            connection = pooled.driver_connection  # type: ignore[assignment]
         usable = False
         try:
             yield connection
             usable = True
+        except (TimeoutError, OSError, asyncpg.InterfaceError):
+            raise  # a statement may still be in flight, or the connection is broken
         except Exception:
-            usable = True
+            usable = True  # e.g. a FhirError, or an error PostgreSQL reported
             raise
         finally:
             if not usable or connection.is_closed() or connection.is_in_transaction():
