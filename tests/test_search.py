@@ -438,3 +438,44 @@ async def test_compartment_holds_exactly_what_its_definition_links(
         await client.get(f"Patient/{mine}/Observation")).json()["entry"]}
     theirs = (await client.get(f"Patient/{other}/*", params={"_count": 100})).json()
     assert {e["resource"]["id"] for e in theirs["entry"]} == {other, by_performer, by_focus}
+
+
+async def test_common_string_matches_walk_ids_in_order(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A string match with many index rows is paged by walking the type's ids in order
+    (engine._dense, thresholds made small here); the pages are exactly those of the
+    index-driven plan, which takes over when the walk finds less than a page."""
+    from santong.search import engine
+
+    family = "寿" + unique("").replace("-", "")  # a prefix no other test's patients share
+    ids = sorted([(await client.post("Patient", json={
+        "resourceType": "Patient", "name": [{"family": family + suffix}]})).json()["id"]
+        for suffix in ("", "", "甲", "乙", "", "丙", "", "")])
+    await client.post("Patient", json={"resourceType": "Patient", "name": [{"family": "寿"}]})
+
+    async def pages(count: int) -> tuple[list[str], list[str]]:
+        """The ids on every page, and the SQL each page was found with."""
+        found, sqls = [], []
+        url: str | None = f"Patient?family={family}&_count={count}"
+        while url is not None:
+            explained = (await client.get(url + "&_explain=true")).json()
+            sqls.append(next(p["valueString"] for p in explained["parameter"]
+                             if p["name"] == "sql"))
+            page = (await client.get(url)).json()
+            found += [e["resource"]["id"] for e in page.get("entry", [])]
+            url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+        return found, sqls
+
+    monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
+    monkeypatch.setattr(engine, "_WALK_ROWS", 10**6)
+    walked, sqls = await pages(3)
+    assert walked == ids
+    assert "LIMIT 1000000) r" in sqls[0]  # the first page came from the walk
+    assert "LIMIT 1000000) r" not in sqls[-1]  # the last (short) page did not
+    monkeypatch.setattr(engine, "_DENSE_ROWS", 10**6)  # never dense: the plain plan
+    plain, sqls = await pages(3)
+    assert plain == ids and not any("LIMIT 1000000) r" in s for s in sqls)
+    monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
+    monkeypatch.setattr(engine, "_WALK_ROWS", 1)  # the walk too short: falls back at once
+    assert (await pages(3))[0] == ids

@@ -243,10 +243,28 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
         order_keys = keys
     order = ", ".join(f"{k.sql} {'DESC' if k.descending else 'ASC'}" for k in order_keys)
     columns = ", ".join(f"{k.sql} AS k{n}" for n, k in enumerate(keys))
-    sql = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content, r.rid,"
-           f" {columns} FROM resource r WHERE {page_where} ORDER BY {order}"
-           f" LIMIT {int(spec.count) + 1}")
-    rows = list(await connection.execute(text(sql), compiler.binds))
+    select = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content, r.rid,"
+              f" {columns} FROM")
+    sql = f"{select} resource r WHERE {page_where} ORDER BY {order} LIMIT {int(spec.count) + 1}"
+    rows: list[Any] = []
+    if (compiled.probes and len(spec.types) == 1 and spec.compartment is None
+            and not spec.sort and not backwards and spec.count > 0
+            and await _dense(connection, compiled.probes, compiler.binds)):
+        after = ("" if not spec.cursor else
+                 f" AND w.id >= {compiler.bind(str(_decode_cursor(spec.cursor, 2)[0][1]))}")
+        # One type, so its ids are the default order. `IS TRUE` keeps the conditions tests
+        # of each row: PostgreSQL would otherwise join them, reading every match first.
+        walk = (f"{select} (SELECT * FROM resource w WHERE w.resource_type ="
+                f" {compiler.bind(spec.types[0])} AND NOT w.deleted{after} ORDER BY w.id"
+                f" LIMIT {_WALK_ROWS}) r WHERE ({page_where}) IS TRUE ORDER BY r.id"
+                f" LIMIT {int(spec.count) + 1}")
+        rows = list(await connection.execute(text(walk), compiler.binds))
+        if len(rows) > spec.count:  # a full page and one more: exactly what the query finds
+            sql = walk
+        else:  # the matches are sparser than they seemed: the index-driven plan after all
+            rows = []
+    if not rows:
+        rows = list(await connection.execute(text(sql), compiler.binds))
     page, more = rows[:spec.count], len(rows) > spec.count
     if backwards:
         page.reverse()
@@ -260,6 +278,24 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     included = await _includes(connection, spec, matches)
     return SearchResult(matches, included, next_cursor, total, compiled.applied,
                         compiled.ignored, sql, dict(compiler.binds), previous_cursor)
+
+
+# A string match with at least _DENSE_ROWS index rows is found by walking the type's resources
+# in id order (the default sort) and testing each, for at most _WALK_ROWS of them: then a first
+# page costs about count / density rows, not a fetch and sort of every match. PostgreSQL cannot
+# choose that plan itself when it underestimates the matches, and must not be offered it when
+# they are few (it would walk every resource).
+_DENSE_ROWS = 500
+_WALK_ROWS = 10000
+
+
+async def _dense(connection: Connection, probes: list[str], binds: dict[str, Any]) -> bool:
+    """Whether any probe (index rows of a string match) finds at least _DENSE_ROWS rows."""
+    for probe in probes:
+        count = text(f"SELECT count(*) FROM ({probe} LIMIT {_DENSE_ROWS}) d")
+        if int((await connection.execute(count, binds)).scalar_one()) >= _DENSE_ROWS:
+            return True
+    return False
 
 
 def _include_targets(value: str, key: str) -> tuple[str, str | None, str | None]:
