@@ -233,7 +233,7 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
         explained = (await connection.execute(plan, compiler.binds)).scalar_one()
         document = orjson.loads(explained) if isinstance(explained, str) else explained
         total = int(document[0]["Plan"]["Plan Rows"])
-    page_where, backwards = where, False
+    page_where, backwards, cursor = where, False, None
     if spec.cursor:
         cursor, backwards = _decode_cursor(spec.cursor, len(keys))
         # A previous page is the next page of the reversed order, read back to front.
@@ -250,8 +250,8 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     if (compiled.probes and len(spec.types) == 1 and spec.compartment is None
             and not spec.sort and not backwards and spec.count > 0
             and await _dense(connection, compiled.probes, compiler.binds)):
-        after = ("" if not spec.cursor else
-                 f" AND w.id >= {compiler.bind(str(_decode_cursor(spec.cursor, 2)[0][1]))}")
+        # The default order is (type, id): the cursor's id is where the walk starts.
+        after = "" if cursor is None else f" AND w.id >= {compiler.bind(str(cursor[-1]))}"
         # One type, so its ids are the default order. `IS TRUE` keeps the conditions tests
         # of each row: PostgreSQL would otherwise join them, reading every match first.
         walk = (f"{select} (SELECT * FROM resource w WHERE w.resource_type ="
