@@ -217,3 +217,36 @@ async def test_hostile_bodies_get_4xx_not_500(client: httpx.AsyncClient, body: b
                                         headers={"Content-Type": "application/fhir+json"})
         assert 400 <= response.status_code < 500, (method, response.status_code, response.text)
         assert outcome_issues(response)[0]["severity"] in ("error", "fatal")
+
+
+async def test_a_statement_cut_off_by_a_server_shutdown_counts_as_unavailable(
+    database_url: str,
+) -> None:
+    """The server terminating a backend mid-statement (a restart, an administrator) is the
+    database being unavailable (503), and the connection is discarded, not pooled again."""
+    import asyncio
+
+    from santong.fhir.router import is_database_unavailable
+    from santong.storage.database import create_engine
+    from santong.storage.repository import Repository
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        repository = Repository(engine)
+        async with repository.reading() as tx:
+            pid = (await tx.connection.execute("SELECT pg_backend_pid()")).scalar_one()
+
+        async def sleep_on_it() -> None:
+            async with repository.reading() as tx:
+                await tx.connection.execute("SELECT pg_sleep(30)")
+
+        sleeper = asyncio.create_task(sleep_on_it())
+        await asyncio.sleep(0.5)
+        await admin(database_url, f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(Exception) as raised:
+            await asyncio.wait_for(sleeper, 10)
+        assert is_database_unavailable(raised.value), repr(raised.value)
+        async with repository.reading() as tx:  # the pool's one connection is a new one
+            assert (await tx.connection.execute("SELECT pg_backend_pid()")).scalar_one() != pid
+    finally:
+        await engine.dispose()
