@@ -75,8 +75,9 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         # No overflow: 16 clients on a pool of 10 made the pool open and close a connection
         # (a PostgreSQL backend) per request, and read throughput fell by a third.
         max_overflow=0,
-        # No pre-ping (a round trip per request): a connection broken by a database restart
-        # fails its request with 503 and is discarded; the next one connects afresh.
+        # No pre-ping (a round trip per request): the repository swaps a connection the
+        # server has closed at checkout (asyncpg has seen the socket end); one that breaks
+        # mid-request fails it with 503 and is discarded.
         pool_pre_ping=False,
         # Fail fast when the database is down, so clients get a prompt 503.
         connect_args={"timeout": 5, "command_timeout": 60},
