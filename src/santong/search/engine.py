@@ -226,10 +226,10 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     keys = _sort_keys(spec, compiler)
     total: int | None = None
     if spec.total == "accurate":
-        count = text(f"SELECT count(*) FROM resource r WHERE {where}")
+        count = f"SELECT count(*) FROM resource r WHERE {where}"
         total = int((await connection.execute(count, compiler.binds)).scalar_one())
     elif spec.total == "estimate":
-        plan = text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM resource r WHERE {where}")
+        plan = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM resource r WHERE {where}"
         explained = (await connection.execute(plan, compiler.binds)).scalar_one()
         document = orjson.loads(explained) if isinstance(explained, str) else explained
         total = int(document[0]["Plan"]["Plan Rows"])
@@ -247,24 +247,24 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
               f" {columns} FROM")
     sql = f"{select} resource r WHERE {page_where} ORDER BY {order} LIMIT {int(spec.count) + 1}"
     rows: list[Any] = []
-    if (compiled.probes and len(spec.types) == 1 and spec.compartment is None
+    if (compiler.probes and len(spec.types) == 1 and spec.compartment is None
             and not spec.sort and not backwards and spec.count > 0
-            and await _dense(connection, compiled.probes, compiler.binds)):
-        # The default order is (type, id): the cursor's id is where the walk starts.
+            and await _dense(connection, compiler.probes, compiler.binds)):
+        # One type, so the default order (type, id) is its ids' order and the cursor's id
+        # is where the walk starts. `IS TRUE` keeps the conditions tests of each row:
+        # PostgreSQL would otherwise join them, reading every match first.
         after = "" if cursor is None else f" AND w.id >= {compiler.bind(str(cursor[-1]))}"
-        # One type, so its ids are the default order. `IS TRUE` keeps the conditions tests
-        # of each row: PostgreSQL would otherwise join them, reading every match first.
         walk = (f"{select} (SELECT * FROM resource w WHERE w.resource_type ="
                 f" {compiler.bind(spec.types[0])} AND NOT w.deleted{after} ORDER BY w.id"
                 f" LIMIT {_WALK_ROWS}) r WHERE ({page_where}) IS TRUE ORDER BY r.id"
                 f" LIMIT {int(spec.count) + 1}")
-        rows = list(await connection.execute(text(walk), compiler.binds))
+        rows = list(await connection.execute(walk, compiler.binds))
         if len(rows) > spec.count:  # a full page and one more: exactly what the query finds
             sql = walk
         else:  # the matches are sparser than they seemed: the index-driven plan after all
             rows = []
     if not rows:
-        rows = list(await connection.execute(text(sql), compiler.binds))
+        rows = list(await connection.execute(sql, compiler.binds))
     page, more = rows[:spec.count], len(rows) > spec.count
     if backwards:
         page.reverse()
@@ -292,7 +292,7 @@ _WALK_ROWS = 10000
 async def _dense(connection: Connection, probes: list[str], binds: dict[str, Any]) -> bool:
     """Whether any probe (index rows of a string match) finds at least _DENSE_ROWS rows."""
     for probe in probes:
-        count = text(f"SELECT count(*) FROM ({probe} LIMIT {_DENSE_ROWS}) d")
+        count = f"SELECT count(*) FROM ({probe} LIMIT {_DENSE_ROWS}) d"
         if int((await connection.execute(count, binds)).scalar_one()) >= _DENSE_ROWS:
             return True
     return False
@@ -402,7 +402,7 @@ async def _visible(connection: Connection, spec: SearchSpec,
             continue
         sql, binds = limit
         rows = await connection.execute(
-            text(f"SELECT r.rid FROM resource r WHERE r.rid = ANY(:_rids) AND ({sql})"),
+            f"SELECT r.rid FROM resource r WHERE r.rid = ANY(:_rids) AND ({sql})",
             {**binds, "_rids": rids})
         allowed.update(row[0] for row in rows)
     return [v for v in versions if v.rid in allowed]

@@ -47,9 +47,6 @@ class Compiled:
     binds: dict[str, Any] = field(default_factory=dict)
     applied: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
-    # Index-row queries of the top-level string matches (see Compiler.probes): how many rows
-    # match them tells the engine whether a page is cheaper found by walking ids in order.
-    probes: list[str] = field(default_factory=list)
 
     @property
     def conditions(self) -> list[tuple[str, dict[str, Any]]]:
@@ -105,6 +102,8 @@ class Compiler:
         self._names = itertools.count()
         self.binds: dict[str, Any] = {}
         self._aliases = itertools.count(1)
+        # Index-row queries of the top-level string prefix matches: how many rows match tells
+        # the engine whether a page is cheaper found by walking ids in order.
         self.probes: list[str] = []
 
     def bind(self, value: Any) -> str:
@@ -125,7 +124,6 @@ class Compiler:
             if key in RESULT_PARAMETERS or key.split(":")[0] in RESULT_PARAMETERS:
                 continue
             try:
-                self.probes = compiled.probes
                 compiled.where.append(self.parameter(resource_type, alias, key, value))
                 compiled.applied.append((key, value))
             except UnknownParameter as exc:

@@ -117,13 +117,11 @@ _NEW_RESOURCE_CTES = [
 
 
 @lru_cache(maxsize=1024)
-def _flush_statement(tables: tuple[str, ...], delete: bool, new: bool) -> Any:
-    """Queued new resources (if any) and index rows, as one statement."""
-    if not new:
-        parts = index_ctes(tables, delete)
-        return text("WITH " + ", ".join(parts) + " SELECT 1") if parts else None
-    parts = [*_NEW_RESOURCE_CTES, *index_ctes(tables, delete, rid_map="rids")]
-    return text("WITH " + ", ".join(parts) + " SELECT 1")
+def _flush_statement(tables: tuple[str, ...], delete: bool, new: bool) -> str | None:
+    """Queued new resources (if any) and index rows, as one statement (None: nothing to do)."""
+    parts = [*(_NEW_RESOURCE_CTES if new else ()),
+             *index_ctes(tables, delete, rid_map="rids" if new else None)]
+    return "WITH " + ", ".join(parts) + " SELECT 1" if parts else None
 
 
 @dataclass(slots=True)
@@ -162,14 +160,8 @@ class Rows:
     def __iter__(self) -> Any:
         return iter(self.records)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def first(self) -> asyncpg.Record | None:
         return self.records[0] if self.records else None
-
-    def scalar(self) -> Any:
-        return self.records[0][0] if self.records else None
 
     def scalar_one(self) -> Any:
         if len(self.records) != 1:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import text
-
 from santong import definitions
 from santong.fhir import jsonio
 from santong.fhir.bundles import bundle, link, resource_fragment
@@ -165,7 +163,7 @@ async def _explain(call: Call, result: SearchResult) -> FhirResponse:
     if not call.settings.allow_explain:
         raise error(403, "forbidden", "_explain is disabled (set SANTONG_ALLOW_EXPLAIN=true)",
                     expression="_explain")
-    plan_rows = await call.tx.connection.execute(text("EXPLAIN " + result.sql), result.binds)
+    plan_rows = await call.tx.connection.execute("EXPLAIN " + result.sql, result.binds)
     plan = "\n".join(row[0] for row in plan_rows)
     return FhirResponse(200, resource={
         "resourceType": "Parameters",
