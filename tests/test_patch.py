@@ -215,3 +215,72 @@ async def test_patch_in_bundles(client: httpx.AsyncClient) -> None:
     assert [e["response"]["status"] for e in batch.json()["entry"]] == ["200 OK",
                                                                         "409 Conflict"]
     assert (await client.get(f"Patient/{first['id']}")).json()["gender"] == "other"
+
+
+async def test_patches_in_a_transaction_have_their_references_rewritten(
+    client: httpx.AsyncClient,
+) -> None:
+    """A JSON Patch Binary's base64 and a FHIRPath Patch's values may point at other entries
+    (fullUrls) or use conditional references: they are rewritten like any entry's."""
+    first = (await create(client, patient())).json()
+    second = (await create(client, patient())).json()
+    value = unique("gp")
+    known = (await create(client, with_identifier(value))).json()
+    practitioner = "urn:uuid:" + unique("p").replace("-", "")[:8] + "-0000-4000-8000-000000000000"
+    operations = [
+        {"op": "add", "path": "/generalPractitioner", "value": [{"reference": practitioner}]},
+        {"op": "add", "path": "/link", "value": [{"type": "seealso", "other": {
+            "reference": f"Patient?identifier={SYSTEM}|{value}"}}]},
+    ]
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+              "data": base64.b64encode(orjson.dumps(operations)).decode()}
+    # A string written to a `…/reference` path is a reference too.
+    replace = [{"op": "replace", "path": "/generalPractitioner/0/reference",
+                "value": practitioner}]
+    fhirpath = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "add"},
+        {"name": "path", "valueString": "Patient"},
+        {"name": "name", "valueString": "generalPractitioner"},
+        {"name": "value", "valueReference": {"reference": practitioner}}]}]}
+    response = await client.post("", json=bundle(
+        "transaction",
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{first['id']}"}},
+        {"resource": fhirpath, "request": {"method": "PATCH", "url": f"Patient/{second['id']}"}},
+        {"fullUrl": practitioner, "resource": {"resourceType": "Practitioner"},
+         "request": {"method": "POST", "url": "Practitioner"}},
+    ))
+    assert response.status_code == 200, response.text
+    practitioner_id = response.json()["entry"][2]["response"]["location"].split("/")[-3]
+    patched = (await client.get(f"Patient/{first['id']}")).json()
+    assert patched["generalPractitioner"] == [{"reference": f"Practitioner/{practitioner_id}"}]
+    assert patched["link"][0]["other"] == {"reference": f"Patient/{known['id']}"}
+    other = (await client.get(f"Patient/{second['id']}")).json()
+    assert other["generalPractitioner"] == [{"reference": f"Practitioner/{practitioner_id}"}]
+
+    again = {**binary, "data": base64.b64encode(orjson.dumps(replace)).decode()}
+    response = await client.post("", json=bundle(
+        "transaction",
+        {"resource": again, "request": {"method": "PATCH", "url": f"Patient/{first['id']}"}},
+        {"fullUrl": practitioner, "resource": {"resourceType": "Practitioner"},
+         "request": {"method": "POST", "url": "Practitioner"}},
+    ))
+    assert response.status_code == 200, response.text
+    newer = response.json()["entry"][1]["response"]["location"].split("/")[-3]
+    assert newer != practitioner_id
+    patched = (await client.get(f"Patient/{first['id']}")).json()
+    assert patched["generalPractitioner"] == [{"reference": f"Practitioner/{newer}"}]
+
+    # A placeholder that names no entry fails, as in any entry; in a batch, a placeholder
+    # inside a patch is that entry's error.
+    failed = await client.post("", json=bundle(
+        "transaction",
+        {"resource": again, "request": {"method": "PATCH", "url": f"Patient/{first['id']}"}}))
+    assert failed.status_code == 400
+    assert failed.json()["issue"][0]["expression"] == ["Bundle.entry[0]"]
+    batch = await client.post("", json=bundle(
+        "batch",
+        {"resource": again, "request": {"method": "PATCH", "url": f"Patient/{first['id']}"}},
+        {"fullUrl": practitioner, "resource": {"resourceType": "Practitioner"},
+         "request": {"method": "POST", "url": "Practitioner"}}))
+    assert [e["response"]["status"] for e in batch.json()["entry"]] == ["400 Bad Request",
+                                                                        "201 Created"]

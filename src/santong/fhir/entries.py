@@ -8,6 +8,8 @@ dispatches like any single REST call; this module only prepares entries and answ
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -225,6 +227,46 @@ def references(value: Any) -> list[dict[str, Any]]:
     return found
 
 
+def _no_change() -> None:
+    pass
+
+
+def reference_slots(entry: Entry) -> tuple[list[tuple[dict[str, Any], str]], Callable[[], None]]:
+    """(object, key) of every reference string in the entry's resource, and what to call
+    after changing them.
+
+    A PATCH entry's Binary holds its JSON Patch as base64: its operations' values are
+    searched too (a Reference value, or a string written to a `…/reference` path), and the
+    Binary is encoded again after the change.
+    """
+    resource = entry.resource
+    if not isinstance(resource, dict):
+        return [], _no_change
+    if entry.method != "PATCH" or resource.get("resourceType") != "Binary":
+        return [(holder, "reference") for holder in references(resource)], _no_change
+    try:
+        operations = orjson.loads(base64.b64decode(str(resource.get("data", "")), validate=True))
+    except (binascii.Error, ValueError):
+        return [], _no_change  # the patch interaction answers what is wrong with it
+    slots: list[tuple[dict[str, Any], str]] = []
+    for operation in operations if isinstance(operations, list) else []:
+        if not isinstance(operation, dict):
+            continue
+        value = operation.get("value")
+        if isinstance(value, str) and str(operation.get("path", "")).endswith("/reference"):
+            slots.append((operation, "value"))
+        else:
+            slots.extend((holder, "reference") for holder in references(value))
+    if not slots:
+        return [], _no_change
+
+    def encode() -> None:
+        data = base64.b64encode(orjson.dumps(operations)).decode()
+        entry.resource = {**resource, "data": data}
+
+    return slots, encode
+
+
 def base_of(full_url: str | None) -> str | None:
     """The service base of an absolute `[base]/[type]/[id]` fullUrl, else None."""
     if not full_url or "://" not in full_url:
@@ -255,11 +297,10 @@ def rewrite_references(
     fullUrls (conditional ones) or None to leave them. Placeholders (`urn:uuid:`) that name
     no entry are an error: they cannot mean anything outside this Bundle.
     """
-    if not isinstance(entry.resource, dict):
-        return
+    slots, done = reference_slots(entry)
     base = base_of(entry.full_url)
-    for holder in references(entry.resource):
-        reference: str = holder["reference"]
+    for holder, key in slots:
+        reference: str = holder[key]
         target = identities.get(reference)
         if target is None and base and _RELATIVE_REFERENCE.match(reference):
             # A relative reference resolves against the base of its entry's absolute fullUrl.
@@ -270,7 +311,8 @@ def rewrite_references(
                             "of no entry in this Bundle", expression=entry.expression)
             target = resolve(reference)
         if target is not None:
-            holder["reference"] = target
+            holder[key] = target
+    done()
 
 
 async def resolve_conditional_reference(
@@ -302,10 +344,8 @@ async def resolve_all_conditional(
     call: Call, entry: Entry, identities: dict[str, str], cache: dict[str, str]
 ) -> None:
     """Resolve the entry's conditional references (queries run in `call.tx`), then rewrite."""
-    if not isinstance(entry.resource, dict):
-        return
-    for holder in references(entry.resource):
-        reference = holder["reference"]
+    for holder, key in reference_slots(entry)[0]:
+        reference = holder[key]
         if reference not in identities and _CONDITIONAL_REFERENCE.match(reference):
             await resolve_conditional_reference(call, reference, cache)
     rewrite_references(entry, identities, lambda ref: _cached(ref, cache))

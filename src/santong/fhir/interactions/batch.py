@@ -16,7 +16,7 @@ from santong.fhir.entries import (
     PLACEHOLDER_PREFIXES,
     Entry,
     parse_entry,
-    references,
+    reference_slots,
     resolve_all_conditional,
     response_entry,
 )
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 
 def _check_independent(entry: Entry, placeholders: set[str]) -> None:
-    for holder in references(entry.resource):
-        if holder["reference"] in placeholders:
-            raise error(400, "invalid", f"The reference {holder['reference']!r} points at "
+    for holder, key in reference_slots(entry)[0]:
+        if holder[key] in placeholders:
+            raise error(400, "invalid", f"The reference {holder[key]!r} points at "
                         "another entry of this batch: batch entries are processed "
                         "independently, send a transaction Bundle instead",
                         expression=entry.expression)
