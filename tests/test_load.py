@@ -120,3 +120,25 @@ async def test_load_synthea_into_a_running_server(
     assert (await client.get(f"Patient/{patient_id}")).status_code == 200
     encounters = await count(client, "Encounter", subject=f"Patient/{patient_id}")
     assert encounters > 0
+
+
+async def test_progress_bar_has_a_total_and_reaches_it(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from santong.loader import count_entries, database_sender, load
+
+    write(tmp_path / "tx.json", bundle("transaction", post(patient()), post(patient())))
+    write(tmp_path / "collection.json", {"resourceType": "Bundle", "type": "collection",
+                                         "entry": [{"resource": patient()}, {"nothing": 1}]})
+    (tmp_path / "lines.ndjson").write_text(
+        json.dumps(patient()) + "\n\n" + "{not json\n" + json.dumps(patient()) + "\n")
+    (tmp_path / "broken.json").write_text('{"resourceType": ')
+    counts = {p.name: count_entries(p) for p in sorted(tmp_path.iterdir())}
+    assert counts == {"broken.json": 1, "collection.json": 1, "lines.ndjson": 3, "tx.json": 2}
+
+    summary = await load([tmp_path], database_sender(database_url, 2), workers=2,
+                         progress=True)
+    assert summary.resources == 5 and len(summary.failures) == 2, summary
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    # e.g. "100%|██████████| 7/7 [00:00<00:00, 9.81 resources/s, errors=2]"
+    assert "7/7" in bar and "errors=2" in bar and "resources/s" in bar, bar

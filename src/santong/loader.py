@@ -98,14 +98,39 @@ def _batches(source: str, items: list[tuple[str, dict[str, Any]]], size: int,
                    [origin for origin, _ in chunk])
 
 
+def _read(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def count_entries(path: Path) -> int:
+    """How many resources (entries, lines) loading `path` goes through: its share of the
+    progress bar's total. An unreadable file counts one, for its one failure."""
+    try:
+        data = _read(path)
+        if _kind(path) == ".ndjson":
+            return sum(1 for line in data.splitlines() if line.strip())
+        resource = jsonio.loads(data)
+    except (OSError, EOFError, ValueError):
+        return 1
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle" and \
+            resource.get("type") in ("transaction", "batch", "collection"):
+        entries = resource.get("entry")
+        if not isinstance(entries, list):
+            return 0
+        if resource["type"] != "collection":
+            return len(entries)
+        return sum(1 for e in entries if isinstance(e, dict) and isinstance(e.get("resource"),
+                                                                             dict))
+    return 1
+
+
 def read_units(path: Path, batch_size: int, as_is: bool,
                failures: list[str]) -> Iterator[Unit]:
     """The Bundles to send for one file; unreadable files and lines go to `failures`."""
     source = str(path)
     try:
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
+        data = _read(path)
     except OSError as exc:  # gzip.BadGzipFile and EOFError too: a damaged archive
         failures.append(f"{source}: cannot read: {exc.strerror or exc}")
         return
@@ -163,7 +188,8 @@ def _diagnostics(outcome: Any) -> str:
 
 
 async def send_unit(send: Send, unit: Unit) -> tuple[int, list[str]]:
-    """Send one Bundle; the number of resources written and the failures to report."""
+    """Send one Bundle; the number of resources written and the failures to report (one for
+    the whole Bundle when it fails as a whole)."""
     for attempt in range(_RETRIES + 1):
         status, answer = await send(unit.bundle)
         if status not in (409, 503) or attempt == _RETRIES:
@@ -226,33 +252,52 @@ async def database_sender(database_url: str, pool_size: int) -> AsyncIterator[Se
 async def load(paths: list[Path], sender: AbstractAsyncContextManager[Send], *,
                workers: int = 4, batch_size: int = 500, as_is: bool = False,
                progress: bool | None = None) -> Summary:
-    """Load every file under `paths`; `progress` None shows the bar only on a terminal."""
+    """Load every file under `paths`; `progress` None shows the bar only on a terminal.
+
+    The bar counts resources gone through (loaded or failed), with the rate and the errors;
+    its total comes from a first read of the files in a thread, so loading starts at once.
+    """
     summary = Summary()
     queue: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=workers * 2)
     bar = tqdm(unit=" resources", dynamic_ncols=True, file=sys.stderr,
                disable=None if progress is None else not progress, postfix={"errors": 0})
+    files = list(find_files(paths))
 
-    def report(loaded: int, failures: list[str]) -> None:
+    def set_total(counted: asyncio.Future[int]) -> None:
+        if not counted.cancelled() and counted.exception() is None:
+            bar.total = counted.result()
+            bar.refresh()
+
+    counting: asyncio.Future[int] | None = None
+    if not bar.disable:
+        counting = asyncio.ensure_future(asyncio.to_thread(
+            lambda: sum(count_entries(path) for path in files)))
+        counting.add_done_callback(set_total)
+
+    def report(loaded: int, failures: list[str], done: int) -> None:
         summary.resources += loaded
         summary.failures.extend(failures)
-        bar.update(loaded)
+        bar.update(done)
         bar.set_postfix(errors=len(summary.failures), refresh=False)
 
     async with sender as send:
         async def work() -> None:
             while (unit := await queue.get()) is not None:
-                report(*await send_unit(send, unit))
+                loaded, failures = await send_unit(send, unit)
+                report(loaded, failures, len(unit.origins))
 
         tasks = [asyncio.create_task(work()) for _ in range(workers)]
-        for path in find_files(paths):
+        for path in files:
             summary.files += 1
             unreadable: list[str] = []
             for unit in read_units(path, batch_size, as_is, unreadable):
                 await queue.put(unit)
-            report(0, unreadable)
+            report(0, unreadable, len(unreadable))
         for _ in tasks:
             await queue.put(None)
         await asyncio.gather(*tasks)
+    if counting is not None:
+        await counting
     bar.close()
     return summary
 
