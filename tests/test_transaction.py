@@ -547,3 +547,66 @@ async def test_lazy_transactions_send_one_statement_for_a_create_and_clean_up_af
     finally:
         await engine.dispose()
         await other.dispose()
+
+
+async def test_conditional_references_see_what_the_bundle_creates(
+    client: httpx.AsyncClient,
+) -> None:
+    """A conditional reference to a resource the same transaction creates (without
+    ifNoneExist) finds it, whichever entry comes first; one that still matches nothing fails."""
+    value, other, put_id = unique("same"), unique("later"), unique("obs")
+    criteria = f"Patient?identifier={SYSTEM}|{value}"
+    response = await client.post("", json=bundle(
+        "transaction",
+        post(observation(criteria)),  # before the Patient it points at
+        post(with_identifier(value)),
+        put(observation(criteria, id=put_id), f"Observation/{put_id}"),
+    ))
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    patient_id = location_id(entries[1])
+    for entry in (entries[0], entries[2]):
+        stored = (await client.get(f"Observation/{location_id(entry)}")).json()
+        assert stored["subject"]["reference"] == f"Patient/{patient_id}"
+    assert [e["response"]["status"] for e in entries] == ["201 Created"] * 3
+
+    # Created by a conditional PUT in the Bundle, referenced by a PATCH.
+    target = (await create(client, patient())).json()
+    patch = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "add"},
+        {"name": "path", "valueString": "Patient"},
+        {"name": "name", "valueString": "link"},
+        {"name": "value", "part": [
+            {"name": "other", "valueReference": {"reference": f"Patient?identifier={SYSTEM}|"
+                                                              f"{other}"}},
+            {"name": "type", "valueCode": "seealso"}]}]}]}
+    response = await client.post("", json=bundle(
+        "transaction",
+        {"resource": patch, "request": {"method": "PATCH", "url": f"Patient/{target['id']}"}},
+        put(with_identifier(other), f"Patient?identifier={SYSTEM}|{other}"),
+    ))
+    assert response.status_code == 200, response.text
+    created = location_id(response.json()["entry"][1])
+    linked = (await client.get(f"Patient/{target['id']}")).json()
+    assert linked["link"][0]["other"] == {"reference": f"Patient/{created}"}
+
+    # Nothing in the database or the Bundle matches: the entry fails, nothing is written.
+    missing = unique("missing")
+    failed = await client.post("", json=bundle(
+        "transaction",
+        post(observation(f"Patient?identifier={SYSTEM}|{missing}")),
+        post(with_identifier(unique("bystander"))),
+    ))
+    assert failed.status_code == 412, failed.text
+    assert failed.json()["issue"][0]["expression"] == ["Bundle.entry[0]"]
+    assert "no resource matches" in failed.json()["issue"][0]["diagnostics"]
+    # Two created in the Bundle: several matches.
+    twice = unique("twice")
+    failed = await client.post("", json=bundle(
+        "transaction",
+        post(observation(f"Patient?identifier={SYSTEM}|{twice}")),
+        post(with_identifier(twice)), post(with_identifier(twice)),
+    ))
+    assert failed.status_code == 412, failed.text
+    assert "several resources match" in failed.json()["issue"][0]["diagnostics"]
+    assert (await by_identifier(client, twice)) == []

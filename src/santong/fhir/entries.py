@@ -316,10 +316,11 @@ def rewrite_references(
 
 
 async def resolve_conditional_reference(
-    call: Call, reference: str, cache: dict[str, str]
+    call: Call, reference: str, cache: dict[str, str], *, missing_ok: bool = False
 ) -> str | None:
     """`Type/id` of the single match of a conditional reference (`Patient?identifier=…`);
-    none or several matches are an error (http.html#trules)."""
+    none or several matches are an error (http.html#trules), unless `missing_ok`, when none
+    answers None."""
     parsed = conditional_reference(reference)
     if parsed is None:
         return None
@@ -332,6 +333,8 @@ async def resolve_conditional_reference(
         return cache[key]
     call.resource_type = resource_type
     found = await match(call, params)
+    if not found and missing_ok:
+        return None
     if len(found) != 1:
         several = "several resources match" if found else "no resource matches"
         raise error(412, "not-found" if not found else "multiple-matches",
@@ -341,14 +344,23 @@ async def resolve_conditional_reference(
 
 
 async def resolve_all_conditional(
-    call: Call, entry: Entry, identities: dict[str, str], cache: dict[str, str]
-) -> None:
-    """Resolve the entry's conditional references (queries run in `call.tx`), then rewrite."""
+    call: Call, entry: Entry, identities: dict[str, str], cache: dict[str, str], *,
+    missing_ok: bool = False,
+) -> bool:
+    """Resolve the entry's conditional references (queries run in `call.tx`), then rewrite.
+
+    With `missing_ok`, a reference that matches nothing yet is left as it is and the answer
+    is False: a transaction tries it again once the Bundle's other creates are written.
+    """
+    complete = True
     for holder, key in reference_slots(entry)[0]:
         reference = holder[key]
         if reference not in identities and _CONDITIONAL_REFERENCE.match(reference):
-            await resolve_conditional_reference(call, reference, cache)
+            found = await resolve_conditional_reference(call, reference, cache,
+                                                        missing_ok=missing_ok)
+            complete = complete and found is not None
     rewrite_references(entry, identities, lambda ref: _cached(ref, cache))
+    return complete
 
 
 def _cached(reference: str, cache: dict[str, str]) -> str | None:

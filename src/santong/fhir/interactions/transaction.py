@@ -8,8 +8,10 @@ reference in every resource is rewritten to those ids (fullUrls `urn:uuid:`, `ur
 relative and absolute URLs; also in extensions and contained resources) and conditional
 references (`Patient?identifier=…`) are resolved to their single match. Entries then run in
 the spec's order (DELETE, POST, PUT/PATCH, GET/HEAD) through `Router.dispatch`, the same
-interactions as single calls; the answer lists them in request order. A failing entry rolls
-everything back and is reported as one OperationOutcome naming it (`Bundle.entry[n]`).
+interactions as single calls; an entry whose conditional reference matched nothing runs last
+in its turn and searches again, so it also finds what the Bundle's other entries created. The
+answer lists entries in request order. A failing entry rolls everything back and is reported
+as one OperationOutcome naming it (`Bundle.entry[n]`).
 
 POST entries are dispatched as update-as-create of the id assigned here (`PUT [type]/[id]`
 with `If-None-Match: *`) because the create interaction always draws its own id.
@@ -154,17 +156,26 @@ async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> F
     async with router.repository.transaction() as tx:
         call = Call(request, tx, router.settings)
         plan = await _settle_identities(call, request, entries)
+        waiting: set[int] = set()  # conditional references that match nothing written yet
         for entry in entries:
             try:
-                await resolve_all_conditional(call, entry, plan.identities, plan.criteria)
+                if not await resolve_all_conditional(call, entry, plan.identities,
+                                                     plan.criteria, missing_ok=True):
+                    waiting.add(entry.index)
             except FhirError as exc:
                 raise failed_entry(entry, exc) from None
         responses = dict(plan.answered)
-        for entry in sorted(entries, key=lambda e: e.order):
+        # Within its method's turn an entry that waits goes after the others, so that its
+        # conditional references also see what they create (e.g. a Patient POSTed without
+        # ifNoneExist), then resolves them again: the search sees this transaction's writes.
+        for entry in sorted(entries, key=lambda e: (e.order[0], e.index in waiting, e.index)):
             if entry.index in responses or entry.index in plan.same_as:
                 continue
             entry_request = plan.requests.get(entry.index) or entry.request(request)
             try:
+                if entry.index in waiting:
+                    await resolve_all_conditional(call, entry, plan.identities, plan.criteria)
+                    entry_request.resource = entry.resource
                 responses[entry.index] = await router.dispatch(entry_request, tx)
             except FhirError as exc:
                 raise failed_entry(entry, exc) from None
