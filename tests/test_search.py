@@ -440,6 +440,18 @@ async def test_compartment_holds_exactly_what_its_definition_links(
     assert {e["resource"]["id"] for e in theirs["entry"]} == {other, by_performer, by_focus}
 
 
+async def every_page(client: httpx.AsyncClient, url: str | None) -> tuple[list[str], list[str]]:
+    """The ids on every page of a search, and the SQL each page was found with."""
+    found, sqls = [], []
+    while url is not None:
+        explained = (await client.get(url + "&_explain=true")).json()
+        sqls.append(next(p["valueString"] for p in explained["parameter"] if p["name"] == "sql"))
+        page = (await client.get(url)).json()
+        found += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+    return found, sqls
+
+
 async def test_common_string_matches_walk_ids_in_order(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -455,17 +467,7 @@ async def test_common_string_matches_walk_ids_in_order(
     await client.post("Patient", json={"resourceType": "Patient", "name": [{"family": "寿"}]})
 
     async def pages(count: int) -> tuple[list[str], list[str]]:
-        """The ids on every page, and the SQL each page was found with."""
-        found, sqls = [], []
-        url: str | None = f"Patient?family={family}&_count={count}"
-        while url is not None:
-            explained = (await client.get(url + "&_explain=true")).json()
-            sqls.append(next(p["valueString"] for p in explained["parameter"]
-                             if p["name"] == "sql"))
-            page = (await client.get(url)).json()
-            found += [e["resource"]["id"] for e in page.get("entry", [])]
-            url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
-        return found, sqls
+        return await every_page(client, f"Patient?family={family}&_count={count}")
 
     monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
     monkeypatch.setattr(engine, "_WALK_ROWS", 10**6)
@@ -479,3 +481,60 @@ async def test_common_string_matches_walk_ids_in_order(
     monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
     monkeypatch.setattr(engine, "_WALK_ROWS", 1)  # the walk too short: falls back at once
     assert (await pages(3))[0] == ids
+
+
+async def test_dense_has_walks_ids_testing_each_row(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `_has` that a sample of the walk finds dense is paged by walking ids and testing
+    each row (engine._dense, forced here); every page equals the index-driven plan's, for a
+    token, a string and a nested `_has`, with repeated and deleted sources."""
+    from santong.search import engine
+
+    code, text, nested = unique("dx"), "寿" + unique("v"), unique("nx")
+    system = "urn:santong:test:dx"
+    patients = [(await client.post("Patient", json={"resourceType": "Patient"})).json()["id"]
+                for _ in range(7)]
+
+    async def post(resource: dict[str, Any]) -> str:
+        response = await client.post(resource["resourceType"], json=resource)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def condition(patient: str, value: str, **extra: Any) -> dict[str, Any]:
+        return {"resourceType": "Condition", "subject": {"reference": f"Patient/{patient}"},
+                "code": {"coding": [{"system": system, "code": value}]}, **extra}
+
+    for patient in (patients[0], patients[2], patients[3], patients[3], patients[5]):
+        await post(condition(patient, code))
+    gone = await post(condition(patients[6], code))
+    assert (await client.delete(f"Condition/{gone}")).status_code in (200, 204)
+    for patient in (patients[1], patients[2], patients[4]):
+        await post({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                    "subject": {"reference": f"Patient/{patient}"},
+                    "valueString": text + "甲"})
+    for patient in (patients[4], patients[6]):
+        encounter = await post({"resourceType": "Encounter", "status": "finished",
+                                "class": {"code": "AMB"},
+                                "subject": {"reference": f"Patient/{patient}"}})
+        await post(condition(patient, nested, encounter={"reference": f"Encounter/{encounter}"}))
+
+    async def pages(query: str) -> tuple[list[str], list[str]]:
+        return await every_page(client, f"Patient?{query}&_count=1")
+
+    cases = {
+        f"_has:Condition:subject:code={system}|{code}": [0, 2, 3, 5],
+        f"_has:Observation:subject:value-string={text}": [1, 2, 4],
+        f"_has:Encounter:subject:_has:Condition:encounter:code={nested}": [4, 6],
+    }
+    for query, expected in cases.items():
+        wanted = sorted(patients[n] for n in expected)
+        monkeypatch.setattr(engine, "_SAMPLE_MATCHES", 0)  # always dense
+        monkeypatch.setattr(engine, "_WALK_ROWS", 10**6)
+        walked, sqls = await pages(query)
+        assert walked == wanted, query
+        assert "LIMIT 1000000) r" in sqls[0] and "LIMIT 1) IS TRUE" in sqls[0], query
+        monkeypatch.setattr(engine, "_SAMPLE_MATCHES", 10**9)  # never dense
+        plain, sqls = await pages(query)
+        assert plain == wanted, query
+        assert not any("LIMIT 1000000) r" in sql for sql in sqls), query

@@ -90,6 +90,20 @@ def _split_prefix(value: str) -> tuple[str, str]:
     return "eq", value
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A top-level condition the engine may test row by row while walking ids in order.
+
+    `condition` is its text in the WHERE clause; `per_row` replaces it in the walk; `matches`
+    lists its index rows cheaply (counted to judge density), or is None when only a sample
+    of the walk can tell.
+    """
+
+    condition: str
+    per_row: str
+    matches: str | None
+
+
 class Compiler:
     """Builds SQL for one search; bind names are unique across nested sub-queries."""
 
@@ -102,9 +116,12 @@ class Compiler:
         self._names = itertools.count()
         self.binds: dict[str, Any] = {}
         self._aliases = itertools.count(1)
-        # Index-row queries of the top-level string prefix matches: how many rows match tells
-        # the engine whether a page is cheaper found by walking ids in order.
-        self.probes: list[str] = []
+        # Top-level conditions whose matches PostgreSQL may underestimate: the engine checks
+        # how dense they are and may find a page by walking ids in order (see Probe).
+        self.probes: list[Probe] = []
+        # Set while compiling a condition tested row by row in such a walk: index lookups go
+        # by the row's rid only (not the value index, which a bad estimate could pick).
+        self._per_row = False
 
     def bind(self, value: Any) -> str:
         name = f"b{next(self._names)}"
@@ -182,8 +199,10 @@ class Compiler:
     def _exists(self, table: str, alias: str, code: str, condition: str,
                 negate: bool = False) -> str:
         x = self.alias("x")
-        sql = (f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {alias}.rid"
-               f" AND {x}.resource_type = {alias}.resource_type"
+        # rid alone names the resource; the type lets PostgreSQL start from the value index
+        # instead, which a walk testing row by row must not do.
+        same_type = "" if self._per_row else f" AND {x}.resource_type = {alias}.resource_type"
+        sql = (f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {alias}.rid{same_type}"
                f" AND {x}.code = {self.bind(code)} AND ({condition.format(x=x)}))")
         return f"NOT {sql}" if negate else sql
 
@@ -192,16 +211,20 @@ class Compiler:
         """A string prefix match as an uncorrelated IN over the index, which holds the rid:
         read from the index alone, and hashed once when PostgreSQL tests it row by row (the
         engine's walk)."""
+        if self._per_row:
+            return self._exists("search_string", alias, code, condition)
         x = self.alias("x")
         matches = (f"SELECT {x}.rid FROM search_string {x} WHERE {x}.resource_type ="
                    f" {self.bind(resource_type)} AND {x}.code = {self.bind(code)}"
                    f" AND ({condition.format(x=x)})")
+        found = f"{alias}.rid IN ({matches})"
         if alias == "r":
             # PostgreSQL estimates prefix matches from the value's statistics across all
             # parameters and underestimates common ones (a family name shared by one patient
-            # in ten): the engine counts them first (santong.search.engine, _dense).
-            self.probes.append(matches)
-        return f"{alias}.rid IN ({matches})"
+            # in ten): the engine counts them first (santong.search.engine, _dense). Hashed
+            # once, the IN also serves the walk.
+            self.probes.append(Probe(found, found, matches))
+        return found
 
     def _widened(self, resource_type: str, alias: str, param: SearchParameter, key: str,
                  alternatives: list[str], found: str) -> str:
@@ -583,15 +606,39 @@ class Compiler:
         if param is None or param.type != "reference":
             raise UnknownParameter(f"{key}: {source_type} has no reference parameter "
                                    f"{reference!r}")
+        source, code = self.bind(source_type), self.bind(reference)
+        target = self.bind(resource_type)
+        if self._per_row:
+            return self._has_per_row(source_type, alias, rest, value, source, code, target)
         x, r2 = self.alias("x"), self.alias("h")
         inner = self.parameter(source_type, r2, rest, value)
         # Inside out, like chains: the matching sources first (from the inner condition's
         # index), then the ids they point at, as an uncorrelated IN. The correlated EXISTS
         # probed the inner index per candidate (over 60 s at 100,000 patients).
-        source = self.bind(source_type)
-        return (f"{alias}.id IN (SELECT {x}.target_id FROM resource {r2}"
-                f" JOIN search_reference {x} ON {x}.rid = {r2}.rid"
-                f" AND {x}.resource_type = {source} AND {x}.code = {self.bind(reference)}"
-                f" AND {x}.target_type = {self.bind(resource_type)}"
-                f" WHERE {r2}.resource_type = {source} AND NOT {r2}.deleted AND {inner})")
+        found = (f"{alias}.id IN (SELECT {x}.target_id FROM resource {r2}"
+                 f" JOIN search_reference {x} ON {x}.rid = {r2}.rid"
+                 f" AND {x}.resource_type = {source} AND {x}.code = {code}"
+                 f" AND {x}.target_type = {target}"
+                 f" WHERE {r2}.resource_type = {source} AND NOT {r2}.deleted AND {inner})")
+        if alias == "r":
+            # That is O(matches): when one patient in ten has a matching Condition, the engine
+            # walks patients in id order testing each instead (found by a sample of the walk).
+            self.probes.append(Probe(found, self._has_per_row(
+                source_type, alias, rest, value, source, code, target), None))
+        return found
 
+    def _has_per_row(self, source_type: str, alias: str, rest: str, value: str, source: str,
+                     code: str, target: str) -> str:
+        """`_has` for one row of `alias`: does a matching source point at it? Each lookup is
+        a subquery of its own (never joined), so PostgreSQL cannot turn it around."""
+        x, r2 = self.alias("x"), self.alias("h")
+        per_row, self._per_row = self._per_row, True
+        try:
+            inner = self.parameter(source_type, r2, rest, value)
+        finally:
+            self._per_row = per_row
+        return (f"(SELECT true FROM search_reference {x} JOIN resource {r2} ON {r2}.rid ="
+                f" {x}.rid WHERE {x}.resource_type = {source} AND {x}.code = {code}"
+                f" AND {x}.target_type = {target} AND {x}.target_id = {alias}.id"
+                f" AND {r2}.resource_type = {source} AND NOT {r2}.deleted"
+                f" AND (SELECT {inner}) LIMIT 1) IS TRUE")
