@@ -7,6 +7,7 @@ from datetime import timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
 import httpx
+import orjson
 from tests.helpers import create, patient
 
 
@@ -16,7 +17,7 @@ async def test_if_match_update_and_delete(client: httpx.AsyncClient) -> None:
     stale = await client.put(url, json=created, headers={"If-Match": 'W/"7"'})
     assert stale.status_code == 412
     assert stale.json()["issue"][0]["code"] == "conflict"
-    ok = await client.put(url, json=created, headers={"If-Match": 'W/"1"'})
+    ok = await client.put(url, json={**created, "active": False}, headers={"If-Match": 'W/"1"'})
     assert ok.status_code == 200
     assert ok.headers["ETag"] == 'W/"2"'
     assert (await client.delete(url, headers={"If-Match": 'W/"1"'})).status_code == 412
@@ -89,8 +90,37 @@ async def test_concurrent_if_match_updates_have_one_winner(client: httpx.AsyncCl
 
 async def test_concurrent_update_as_create_of_one_id(client: httpx.AsyncClient) -> None:
     resource = patient(id="race-" + patient()["identifier"][0]["value"])
-    responses = await asyncio.gather(
-        *(client.put(f"Patient/{resource['id']}", json=resource) for _ in range(5))
-    )
+    # Each body differs: an unchanged PUT would write no version.
+    responses = await asyncio.gather(*(client.put(
+        f"Patient/{resource['id']}", json={**resource, "birthDate": f"199{n}-01-01"})
+        for n in range(5)))
     assert sorted(r.status_code for r in responses) == [200] * 4 + [201]
     assert (await client.get(f"Patient/{resource['id']}")).json()["meta"]["versionId"] == "5"
+
+
+async def test_an_unchanged_update_writes_no_version(client: httpx.AsyncClient) -> None:
+    """A PUT or PATCH that changes nothing answers the current version and writes none (as
+    HAPI FHIR and Medplum do); meta.versionId and lastUpdated in the body do not count, any
+    other change does, and re-creating a deleted resource is a change."""
+    created = (await create(client, patient())).json()
+    url = f"Patient/{created['id']}"
+    body = {**created, "meta": {**created["meta"], "versionId": "7",
+                                "lastUpdated": "2001-01-01T00:00:00Z"}}
+    same = await client.put(url, json=body)
+    assert same.status_code == 200
+    assert same.headers["ETag"] == 'W/"1"'
+    assert same.json()["meta"] == created["meta"]
+    patched = await client.patch(url, content=orjson.dumps(
+        [{"op": "replace", "path": "/gender", "value": created["gender"]}]),
+        headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200 and patched.headers["ETag"] == 'W/"1"'
+    history = (await client.get(f"{url}/_history")).json()
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["1"]
+
+    tagged = {**created, "meta": {"tag": [{"system": "urn:t", "code": "x"}]}}
+    assert (await client.put(url, json=tagged)).headers["ETag"] == 'W/"2"'
+    assert (await client.put(url, json=tagged)).headers["ETag"] == 'W/"2"'
+    assert (await client.put(url, json={**tagged, "active": False})).headers["ETag"] == 'W/"3"'
+    assert (await client.delete(url)).status_code in (200, 204)
+    revived = await client.put(url, json={**tagged, "active": False})
+    assert revived.status_code == 201 and revived.headers["ETag"] == 'W/"5"'

@@ -66,10 +66,35 @@ async def create_version_1(
     return StoredVersion(resource_type, id, 1, moment, False, content, method, rid=rid)
 
 
+def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource without what the server sets on every version (meta.versionId and
+    meta.lastUpdated)."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    compared = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        compared["meta"] = meta
+    return compared
+
+
+def unchanged(current: StoredVersion, resource: dict[str, Any]) -> bool:
+    """Whether storing `resource` as the next version of `current` would change nothing."""
+    if current.deleted or current.content is None:
+        return False
+    before = jsonio.loads(current.content)
+    return _comparable(before) == _comparable({**resource, "id": current.id})
+
+
 async def write_next(
     tx: Transaction, current: StoredVersion, resource: dict[str, Any] | None, method: str
 ) -> StoredVersion:
-    """Store the version after `current` (locked FOR UPDATE); `resource` None deletes."""
+    """Store the version after `current` (locked FOR UPDATE); `resource` None deletes.
+
+    An update that changes nothing writes nothing and answers `current`, as HAPI FHIR and
+    Medplum do: re-sending a record (a re-run load, an EHR's periodic sync) makes no versions.
+    """
+    if resource is not None and unchanged(current, resource):
+        return current
     version_id = current.version_id + 1
     previous = None
     if resource is not None and current.resource_type == "Task":
