@@ -123,3 +123,27 @@ def _parent(proc: Path) -> int | None:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+async def test_definitions_written_in_opposite_orders_do_not_deadlock(
+    client: httpx.AsyncClient,
+) -> None:
+    """Transactions that write a SearchParameter and a ValueSet (two version counters) in
+    opposite orders, at the same time, all succeed: the counters are locked in one order."""
+    def bundle(first_search_parameter: bool) -> dict[str, Any]:
+        code = unique("sp").replace("-", "")
+        entries = [
+            {"resource": search_parameter(code),
+             "request": {"method": "POST", "url": "SearchParameter"}},
+            {"resource": {"resourceType": "ValueSet", "status": "draft",
+                          "url": f"http://santong.example/fhir/ValueSet/{code}"},
+             "request": {"method": "POST", "url": "ValueSet"}},
+        ]
+        if not first_search_parameter:
+            entries.reverse()
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    responses = await asyncio.gather(*(client.post("", json=bundle(n % 2 == 0))
+                                       for n in range(8)))
+    assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses
+                                                              if r.status_code != 200]

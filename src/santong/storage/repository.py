@@ -174,6 +174,8 @@ class Connection:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
+        # Definition counters this transaction has bumped (santong.storage.versions).
+        self.bumped: set[str] = set()
 
     async def execute(self, statement: Statement, params: dict[str, Any] | None = None) -> Rows:
         await self._tx.flush()

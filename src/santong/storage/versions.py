@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 PROFILES = "profiles"  # StructureDefinition, ValueSet, CodeSystem
 SEARCH_PARAMETERS = "search-parameters"
 
+# Every counter row, in one order, before any is bumped: a transaction that writes a profile
+# and a SearchParameter would otherwise lock the two rows in its own order and deadlock with
+# one that writes them the other way round.
+_LOCK_ALL = text("SELECT kind FROM definition_version ORDER BY kind FOR UPDATE")
 _BUMP = text(
     "WITH bumped AS (UPDATE definition_version SET version = version + 1 WHERE kind = :kind"
     " RETURNING 1) SELECT pg_notify(:channel, '') FROM bumped"
@@ -27,8 +31,14 @@ _VERSION = text("SELECT version FROM definition_version WHERE kind = :kind")
 
 
 async def bump(connection: Connection, kind: str, channel: str) -> None:
-    """Count a change of `kind` and notify `channel`, both when this transaction commits."""
+    """Count a change of `kind` and notify `channel`, both when this transaction commits
+    (once per transaction: a package of a thousand definitions is one change)."""
+    if kind in connection.bumped:
+        return
+    if not connection.bumped:
+        await connection.execute(_LOCK_ALL)
     await connection.execute(_BUMP, {"kind": kind, "channel": channel})
+    connection.bumped.add(kind)
 
 
 async def current(connection: Any, kind: str) -> int:
