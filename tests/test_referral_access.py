@@ -138,6 +138,21 @@ async def test_an_upward_referral_to_a_member_opens_its_task(client: httpx.Async
         request_id = location.split("ServiceRequest/")[1].split("/")[0]
         tasks = await _tasks(client, {"id": request_id})
         assert [t.get("description") for t in tasks] == ["own"], order
+    # …or later, in a request of its own: the Task the server opened then is replaced too,
+    # while one the receiver has already moved on is kept.
+    for moved in (False, True):
+        request = (await create(client, _referral(c, c["hospital"]))).json()
+        [opened] = await _tasks(client, request)
+        if moved:
+            opened = (await client.put(f"Task/{opened['id']}",
+                                       json=in_state(opened, "accepted"))).json()
+        own = await client.post("Task", json={
+            "resourceType": "Task", "status": "requested", "intent": "order",
+            "businessStatus": business("submitted"), "description": "own",
+            "focus": ref(request), "for": ref(c["patient"]), "owner": ref(c["hospital"])})
+        assert own.status_code == 201, own.text
+        left = sorted((t.get("description") or t["id"]) for t in await _tasks(client, request))
+        assert left == (sorted([opened["id"], "own"]) if moved else ["own"]), moved
 
 
 async def _accept(client: httpx.AsyncClient, c: dict[str, dict[str, Any]],

@@ -238,6 +238,10 @@ def is_database_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(cause, asyncpg.InterfaceError) and "closed" in str(cause):
             return True  # the server closed the connection between our statements
+        if isinstance(cause, asyncpg.InternalClientError):
+            # The server went away in the middle of the connection's protocol exchange
+            # ("cannot switch to state …"): that connection is discarded, the next one works.
+            return True
         if isinstance(cause, sa_exc.TimeoutError):  # the connection pool is exhausted
             return True
     return False

@@ -199,6 +199,9 @@ class Transaction:
         self._new: dict[tuple[str, str], _NewResource] = {}
         # Index rows to replace, by rid (None: the resource was deleted, no rows).
         self._index: dict[int, tuple[str, IndexRows | None]] = {}
+        # What the layers above note for the rest of the transaction (the workflow: the
+        # referrals and Tasks it has written), so they need not search for it.
+        self.memo: dict[str, Any] = {}
 
     def queue_first_version(
         self, resource_type: str, id: str, last_updated: datetime, content: str, method: str,
@@ -208,6 +211,10 @@ class Transaction:
         written with its index rows at the next flush."""
         self._new[resource_type, id] = _NewResource(
             resource_type, id, last_updated, content, method, rows)
+
+    def unqueue(self, resource_type: str, id: str) -> bool:
+        """Take back a queued first version not written yet (True), as if never created."""
+        return self._new.pop((resource_type, id), None) is not None
 
     def queue_index(self, rid: int, resource_type: str, rows: IndexRows | None) -> None:
         """Replace the index rows of the stored resource `rid` at the next flush."""
@@ -238,6 +245,14 @@ class Transaction:
         self._new, self._index = {}, {}
         if self._lazy and self._begun:
             await self.raw.execute("ROLLBACK")
+
+    async def flush_for(self, resource_type: str) -> None:
+        """Flush if anything queued is of `resource_type`: a search that reads only that
+        type's rows and index rows then sees this transaction's writes, and the writes of
+        other types stay batched."""
+        if any(t == resource_type for t, _ in self._new) or any(
+                t == resource_type for t, _ in self._index.values()):
+            await self.flush()
 
     async def _keep_history_order(self) -> None:
         """Queued creates go first: history orders versions of the same millisecond by the
@@ -342,11 +357,14 @@ class Transaction:
         where: Sequence[tuple[str, dict[str, Any]]],
         limit: int,
         after_id: str | None = None,
+        *,
+        flush: bool = True,
     ) -> list[StoredVersion]:
         """Live resources of a type matching every SQL condition in `where`, ordered by id.
 
         Each condition is SQL over the `resource` row aliased `r`, with its bind parameters;
-        `after_id` is the keyset cursor of the previous page.
+        `after_id` is the keyset cursor of the previous page. `flush` False: the caller knows
+        the queued writes cannot change the answer (see flush_for).
         """
         condition, params = self._live_where(resource_type, where)
         params["_limit"] = limit
@@ -357,7 +375,7 @@ class Transaction:
             "SELECT r.id, r.version_id, r.last_updated, r.content FROM resource r"
             f" WHERE {condition} ORDER BY r.id LIMIT :_limit"
         )
-        rows = await self.connection.execute(stmt, params)
+        rows = await (self.connection.execute if flush else self.run)(stmt, params)
         return [StoredVersion(resource_type, r[0], r[1], r[2], False, r[3]) for r in rows]
 
     async def count_current(
@@ -428,7 +446,7 @@ class Repository:
         try:
             yield connection
             usable = True
-        except (TimeoutError, OSError, asyncpg.InterfaceError):
+        except (TimeoutError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError):
             raise  # a statement may still be in flight, or the connection is broken
         except Exception:
             usable = True  # e.g. a FhirError, or an error PostgreSQL reported

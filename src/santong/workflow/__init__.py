@@ -34,6 +34,7 @@ async def after_write(tx: Transaction, stored: dict[str, Any], previous: dict[st
     if resource_type == "ServiceRequest" and first and method == "POST":
         await referral.open_task(tx, stored)
     elif resource_type == "Task":
+        referral.note_task(tx, stored)
         before, after = referral.business_status(previous), referral.business_status(stored)
         if after is None:
             return

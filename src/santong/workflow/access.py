@@ -130,19 +130,20 @@ async def on_referral_state(tx: Transaction, task: dict[str, Any], before: str |
     consent = await sharing_consent(tx, patient, organization)
     if consent is None:
         return  # no consent, no sharing: the referral goes on without it
-    await tx.connection.execute(_GRANT, {
+    # referral_access is written at once, never queued: no need to flush the queued writes.
+    await tx.run(_GRANT, {
         "task": task["id"], "organization": organization, "patient": patient,
         "consent": consent["id"], "now": now})
 
 
 async def revoke(tx: Transaction, task_id: str) -> None:
     """End the access a referral Task granted (if it granted any and it is not ended yet)."""
-    await tx.connection.execute(_REVOKE, {"task": task_id, "now": datetime.now(UTC)})
+    await tx.run(_REVOKE, {"task": task_id, "now": datetime.now(UTC)})
 
 
 async def grants(tx: Transaction, organization_id: str) -> list[Grant]:
     """Every grant recorded for an organization, revoked ones included."""
-    rows = await tx.connection.execute(_GRANTS, {"organization": organization_id})
+    rows = await tx.run(_GRANTS, {"organization": organization_id})
     return [Grant(*row) for row in rows]
 
 

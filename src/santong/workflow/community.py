@@ -21,10 +21,14 @@ MAX_PART_OF = 5  # departments of departments of a hospital, at most
 
 
 async def search(tx: Transaction, resource_type: str, params: list[tuple[str, str]],
-                 limit: int = 100) -> list[dict[str, Any]]:
-    """Live resources matching search parameters, within the transaction."""
+                 limit: int = 100, *, queued: bool = True) -> list[dict[str, Any]]:
+    """Live resources matching search parameters, within the transaction. The parameters
+    are the workflow's own, of `resource_type` alone (no chains or `_has`): only queued writes
+    of that type need flushing first, and none when `queued` is False (the caller knows them)."""
     compiled = Compiler().compile(resource_type, params, strict=True)
-    found = await tx.search_current(resource_type, compiled.conditions, limit)
+    if queued:
+        await tx.flush_for(resource_type)
+    found = await tx.search_current(resource_type, compiled.conditions, limit, flush=False)
     return [orjson.loads(v.content) for v in found if v.content]
 
 

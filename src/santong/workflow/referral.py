@@ -42,7 +42,10 @@ Task either way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from santong.fhir.outcome import error
 from santong.fhir.versioning import instant, now
@@ -183,6 +186,7 @@ DIRECTION = "http://santong.example.org/fhir/CodeSystem/referral-direction"
 REFERRAL_NUMBER = "http://santong.example.org/fhir/sid/referral-number"
 # Tags the Task the server opened itself, so a client's own Task for the referral replaces it.
 AUTOMATIC = {"system": MIGRATED["system"], "code": "automatic"}
+_AUTOMATIC_TOKEN = f"{AUTOMATIC['system']}|{AUTOMATIC['code']}"
 
 
 def direction(service_request: dict[str, Any]) -> str | None:
@@ -223,11 +227,34 @@ def new_task(service_request: dict[str, Any], owner: dict[str, Any]) -> dict[str
     return {k: v for k, v in task.items() if v not in (None, [])}
 
 
+@dataclass
+class _Written:
+    """What this transaction wrote of referrals (Transaction.memo), so that a Bundle of many
+    referrals needs no search per referral, each of which would flush the queued writes."""
+
+    created: set[str] = field(default_factory=set)  # ServiceRequests POSTed: fresh ids
+    focused: set[str] = field(default_factory=set)  # ServiceRequests a Task written focuses on
+    automatic: dict[str, str] = field(default_factory=dict)  # ServiceRequest -> Task opened
+
+
+def _written(tx: Transaction) -> _Written:
+    return tx.memo.setdefault("referrals", _Written())  # type: ignore[no-any-return]
+
+
+def note_task(tx: Transaction, task: dict[str, Any]) -> None:
+    focus = community.local_id(task.get("focus"), "ServiceRequest")
+    if focus is not None:
+        _written(tx).focused.add(focus)
+
+
 async def open_task(tx: Transaction, service_request: dict[str, Any]) -> None:
     """Creating an upward referral to a member of the medical community opens its Task,
     unless one already focuses on it (a client sent its own first in a Bundle)."""
     from santong.fhir.storing import create_version_1, new_id  # storing calls this module
 
+    written = _written(tx)
+    # A POST draws a fresh id: only this transaction's Tasks can point at it yet.
+    written.created.add(service_request["id"])
     if direction(service_request) != "up" or service_request.get("status") not in (
             "active", None):
         return
@@ -236,13 +263,14 @@ async def open_task(tx: Transaction, service_request: dict[str, Any]) -> None:
     if owner is None or not await community.is_member(
             tx, community.local_id(owner, "Organization") or ""):
         return
-    focus = f"ServiceRequest/{service_request['id']}"
-    if await community.search(tx, "Task", [("focus", focus)], limit=1):
+    if service_request["id"] in written.focused:
         return
     task = new_task(service_request, {k: v for k, v in owner.items()
                                       if k in ("reference", "display")})
     task.setdefault("authoredOn", instant(now()))
-    await create_version_1(tx, task, new_id(), "POST")
+    task_id = new_id()
+    written.automatic[service_request["id"]] = task_id
+    await create_version_1(tx, task, task_id, "POST", fresh=True)  # queued with the rest
 
 
 async def supersede_automatic_task(tx: Transaction, task: dict[str, Any]) -> None:
@@ -253,10 +281,20 @@ async def supersede_automatic_task(tx: Transaction, task: dict[str, Any]) -> Non
     focus = community.local_id(task.get("focus"), "ServiceRequest")
     if focus is None or _tagged_automatic(task):
         return
-    for other in await community.search(tx, "Task", [("focus", f"ServiceRequest/{focus}")]):
-        if (other["id"] == task.get("id") or not _tagged_automatic(other)
-                or business_status(other) != "submitted"):
+    written = _written(tx)
+    candidates = [written.automatic[focus]] if focus in written.automatic else []
+    if focus not in written.created:
+        # Opened by an earlier transaction: committed, so no flush is needed to find it
+        # (changes made to it here are seen when its row is read below).
+        candidates += [other["id"] for other in await community.search(
+            tx, "Task", [("focus", f"ServiceRequest/{focus}"), ("_tag", _AUTOMATIC_TOKEN)],
+            queued=False)]
+    for other_id in dict.fromkeys(candidates):
+        if other_id == task.get("id") or tx.unqueue("Task", other_id):
+            continue  # opened in this transaction and not written yet: it never was
+        current = await tx.read_current("Task", other_id, for_update=True)
+        if current is None or current.version_id != 1 or current.deleted or not current.content:
             continue
-        current = await tx.read_current("Task", other["id"], for_update=True)
-        if current is not None and current.version_id == 1 and not current.deleted:
+        other = orjson.loads(current.content)
+        if _tagged_automatic(other) and business_status(other) == "submitted":
             await write_next(tx, current, None, "DELETE")
