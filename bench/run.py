@@ -268,10 +268,13 @@ def prepare(dataset: Dataset, work: Path, sample: int, load_file: bool) -> dict[
     # creates use residents beyond the loaded ones, so searches on the loaded ones stay exact
     fresh = [dataset.record(dataset.patients + i)[0] for i in range(1, min(sample, 500) + 1)]
     new_bodies = [orjson.dumps({k: v for k, v in p.items() if k != "id"}) for p in fresh]
+    # Two rounds with different phone numbers: replayed in a cycle, each PUT of a patient
+    # changes it (an unchanged PUT writes nothing and would measure a no-op).
     updated = []
-    for p in patients:
-        changed = dict(p, telecom=[{"system": "phone", "value": "13900000000", "use": "mobile"}])
-        updated.append(("PUT", f"/fhir/Patient/{p['id']}", orjson.dumps(changed)))
+    for number in ("13900000000", "13900000001"):
+        for p in patients:
+            changed = dict(p, telecom=[{"system": "phone", "value": number, "use": "mobile"}])
+            updated.append(("PUT", f"/fhir/Patient/{p['id']}", orjson.dumps(changed)))
     files = {
         "create": write_requests(work / "create.req",
                                  [("POST", "/fhir/Patient", b) for b in new_bodies]),

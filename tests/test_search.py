@@ -481,6 +481,15 @@ async def test_common_string_matches_walk_ids_in_order(
     monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
     monkeypatch.setattr(engine, "_WALK_ROWS", 1)  # the walk too short: falls back at once
     assert (await pages(3))[0] == ids
+    # With another condition the count alone does not decide: a sample of the walk must find
+    # the whole search dense. One match cannot be; all eight (a sample of everything) are.
+    monkeypatch.setattr(engine, "_WALK_ROWS", 10**6)
+    one, sqls = await every_page(client, f"Patient?family={family}&_id={ids[3]}&_count=3")
+    assert one == [ids[3]] and not any("LIMIT 1000000) r" in sql for sql in sqls)
+    monkeypatch.setattr(engine, "_SAMPLE_ROWS", 10**6)
+    every, sqls = await every_page(client, f"Patient?family={family}&gender:missing=true"
+                                           "&_count=3")
+    assert every == ids and "LIMIT 1000000) r" in sqls[0]
 
 
 async def test_dense_has_walks_ids_testing_each_row(

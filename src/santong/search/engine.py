@@ -262,7 +262,9 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
                     f" {compiler.bind(spec.types[0])} AND NOT w.deleted{after} ORDER BY w.id"
                     f" LIMIT {rows}) r WHERE ({walk_where}) IS TRUE")
 
-        if await _dense(connection, compiler.probes, compiler.binds, walk(_SAMPLE_ROWS)):
+        others = len(compiled.applied) > len(compiler.probes)  # conditions besides probes
+        if await _dense(connection, compiler.probes, compiler.binds, walk(_SAMPLE_ROWS),
+                        others):
             walk_sql = f"{select} {walk(_WALK_ROWS)} ORDER BY r.id LIMIT {int(spec.count) + 1}"
             rows = list(await connection.execute(walk_sql, compiler.binds))
             if len(rows) > spec.count:  # a full page and one more: exactly what it finds
@@ -291,9 +293,10 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
 # count / density rows, not a fetch and sort of every match. PostgreSQL cannot choose that
 # plan itself when it underestimates the matches, and must not be offered it when they are
 # few (it would walk every resource). Dense means: a string match with at least _DENSE_ROWS
-# index rows, or a `_has` that matches _SAMPLE_MATCHES of the first _SAMPLE_ROWS walked (one
-# resource in fifty or more; then walking costs about 12 µs a row, against some 25 µs for
-# each match the index-driven plan reads).
+# index rows, or a `_has` whose search matches _SAMPLE_MATCHES of the first _SAMPLE_ROWS
+# walked (one resource in fifty or more; then walking costs about 12 µs a row, against some
+# 25 µs for each match the index-driven plan reads). A string match with other conditions
+# (`family=王&identifier=…`) must pass the sample too: the walk tests all of them.
 _DENSE_ROWS = 500
 _WALK_ROWS = 10000
 _SAMPLE_ROWS = 100
@@ -301,15 +304,20 @@ _SAMPLE_MATCHES = 2
 
 
 async def _dense(connection: Connection, probes: list[Probe], binds: dict[str, Any],
-                 sample: str) -> bool:
-    """Whether a probe's matches are dense enough to walk ids for (see above)."""
+                 sample: str, others: bool) -> bool:
+    """Whether the search's matches are dense enough to walk ids for (see above); `sample`
+    is the walk's first rows, `others` whether conditions other than the probes apply."""
+    counted = False
     for probe in probes:
         if probe.matches is None:
             continue
         count = f"SELECT count(*) FROM ({probe.matches} LIMIT {_DENSE_ROWS}) d"
         if int((await connection.execute(count, binds)).scalar_one()) >= _DENSE_ROWS:
-            return True
-    if all(probe.matches is not None for probe in probes):
+            counted = True
+            break
+    if counted and not others:
+        return True
+    if not counted and all(probe.matches is not None for probe in probes):
         return False
     found = await connection.execute(f"SELECT count(*) FROM {sample}", binds)
     return int(found.scalar_one()) >= _SAMPLE_MATCHES
