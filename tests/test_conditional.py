@@ -56,6 +56,22 @@ async def test_concurrent_conditional_creates_make_one_resource(
     assert len({r.json()["id"] for r in responses}) == 1
 
 
+async def test_concurrent_conditional_updates_create_one_resource(
+    client: httpx.AsyncClient,
+) -> None:
+    """Concurrent conditional updates of criteria nothing matches yet: one creates, the
+    others wait for it and update what it created (no lost write, no duplicate)."""
+    value = unique("race-put")
+    responses = await asyncio.gather(*(
+        client.put("Patient", params={"identifier": f"{SYSTEM}|{value}"},
+                   json={**with_identifier(value), "birthDate": f"198{n}-01-01"})
+        for n in range(6)))
+    assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    found = (await client.get("Patient", params={"identifier": f"{SYSTEM}|{value}"})).json()
+    assert [e["resource"]["meta"]["versionId"] for e in found["entry"]] == ["6"]
+
+
 async def test_conditional_update(client: httpx.AsyncClient) -> None:
     value = unique("cu")
     params = {"identifier": f"{SYSTEM}|{value}"}

@@ -25,13 +25,24 @@ async def lock_criteria(call: Call, params: list[tuple[str, str]]) -> None:
     await call.tx.lock(f"{call.type}?{urlencode(sorted(_selecting(params)))}")
 
 
+async def match_or_lock(call: Call, params: list[tuple[str, str]]) -> list[StoredVersion]:
+    """The criteria's matches (at most two); when there is none, the criteria stay locked
+    until this transaction ends, so a concurrent write with the same criteria waits for it
+    and then finds what it created. A match needs no lock: it was committed and stays found
+    (locking every time serialised Bundles that merely refer to the same existing patient)."""
+    matches = await match(call, params)
+    if not matches:
+        await lock_criteria(call, params)
+        matches = await match(call, params)  # one may have been committed while we waited
+    return matches
+
+
 async def select_single(call: Call, params: list[tuple[str, str]], purpose: str
                         ) -> StoredVersion | None:
-    """The one resource the criteria select (None if none), under the criteria's lock until
-    this transaction ends; 412 when they select several (http://hl7.org/fhir/R4/http.html#ccreate).
-    """
-    await lock_criteria(call, params)
-    matches = await match(call, params)
+    """The one resource the criteria select (None if none: then under the criteria's lock
+    until this transaction ends); 412 when they select several
+    (http://hl7.org/fhir/R4/http.html#ccreate)."""
+    matches = await match_or_lock(call, params)
     if len(matches) > 1:
         raise error(412, "multiple-matches", f"The criteria match {len(matches)} resources: "
                     f"{purpose} needs at most one")

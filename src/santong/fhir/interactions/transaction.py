@@ -2,8 +2,9 @@
 
 POST [base] with a `transaction` Bundle: every entry in one database transaction, all or
 nothing. Before anything is written, each entry's identity is settled: POST entries get their
-new id (or, with `ifNoneExist`, the single existing match, under the criteria's advisory lock
-so concurrent transactions create one resource), conditional PUTs their target. Then every
+new id (or, with `ifNoneExist`, the single existing match; when none exists yet, under the
+criteria's advisory lock so concurrent transactions create one resource), conditional PUTs
+their target. Then every
 reference in every resource is rewritten to those ids (fullUrls `urn:uuid:`, `urn:oid:`,
 relative and absolute URLs; also in extensions and contained resources) and conditional
 references (`Patient?identifier=…`) are resolved to their single match. Entries then run in
@@ -31,7 +32,7 @@ from santong.fhir.entries import (
     resolve_all_conditional,
     response_entry,
 )
-from santong.fhir.interactions.conditional import lock_criteria, match, select_single
+from santong.fhir.interactions.conditional import match_or_lock, select_single
 from santong.fhir.outcome import FhirError, error
 from santong.fhir.representation import write_result
 from santong.fhir.request import FhirRequest, FhirResponse
@@ -86,8 +87,7 @@ async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan
 async def _settle_conditional_put(call: Call, entry: Entry, plan: _Plan) -> str | None:
     """Predict a conditional update's target (its criteria stay locked until commit)."""
     call.resource_type = entry.resource_type
-    await lock_criteria(call, entry.query)
-    found = await match(call, entry.query)
+    found = await match_or_lock(call, entry.query)
     if len(found) > 1:
         return None  # the update itself answers 412
     # No match creates: give the new resource its id now so references can point at it.
