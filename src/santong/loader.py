@@ -214,7 +214,12 @@ async def send_unit(send: Send, unit: Unit) -> tuple[int, list[str]]:
 async def http_sender(url: str) -> AsyncIterator[Send]:
     import httpx
 
-    async with httpx.AsyncClient(base_url=url.rstrip("/") + "/", timeout=600) as client:
+    # A connection per Bundle: kept-alive connections stay with the server process that
+    # accepted them, and a few of them can all land on one of its processes, leaving the
+    # others idle; a new one goes to a process that is free to accept. A Bundle of hundreds
+    # of entries dwarfs the cost of connecting.
+    async with httpx.AsyncClient(base_url=url.rstrip("/") + "/", timeout=600,
+                                 limits=httpx.Limits(max_keepalive_connections=0)) as client:
         async def send(bundle: dict[str, Any]) -> tuple[int, Any]:
             try:
                 response = await client.post("", content=jsonio.dumps(bundle), headers=_HEADERS)
