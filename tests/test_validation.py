@@ -372,6 +372,23 @@ def test_issue_cap() -> None:
     assert (issues[-1].severity, issues[-1].code) == ("warning", "too-costly")
 
 
+def test_warnings_beyond_the_cap_are_counted_and_do_not_hide_errors() -> None:
+    """Many warnings (from invariants, under $validate) used to fill the cap and stop the
+    walk before the errors after them; now only errors stop it."""
+    from santong.validation.structure import _Stop, _Validator
+
+    validator = _Validator()
+    for n in range(MAX_ISSUES * 3):
+        validator.append(ValidationIssue("warning", "invariant", f"w{n}", "Patient"))
+    validator.append(ValidationIssue("error", "invariant", "the error", "Patient.name"))
+    assert len(validator.issues) == MAX_ISSUES + 1
+    assert validator.issues[-1].diagnostics == "the error"
+    assert validator.unshown_warnings == MAX_ISSUES * 2
+    with pytest.raises(_Stop):
+        for n in range(MAX_ISSUES):
+            validator.append(ValidationIssue("error", "value", f"e{n}", "Patient"))
+
+
 def test_deep_nesting_is_reported_not_crashing() -> None:
     item: dict[str, Any] = {"linkId": "leaf", "type": "display"}
     for i in range(400):

@@ -237,7 +237,8 @@ def _invariant_checks(level: Invariants) -> dict[Structure, tuple[Check, ...]]:
 
 
 class _Validator:
-    __slots__ = ("checks", "deferred", "element", "invariants", "issues", "root")
+    __slots__ = ("checks", "deferred", "element", "errors", "invariants", "issues", "root",
+                 "unshown_warnings")
 
     def __init__(self, invariants: Invariants = "none") -> None:
         self.issues: list[ValidationIssue] = []
@@ -246,13 +247,24 @@ class _Validator:
         self.invariants = _invariant_checks(invariants)  # structure -> its checks
         self.deferred: list[Deferred] = []  # objects with invariants, run after the walk
         self.root: dict[str, Any] = {}  # the resource being walked (%resource)
+        self.errors = 0
+        self.unshown_warnings = 0
 
     def add(self, code: str, diagnostics: str, expression: str) -> None:
         self.append(ValidationIssue("error", code, diagnostics, expression))
 
     def append(self, issue: ValidationIssue) -> None:
+        """Keep the issue. Errors stop the walk at MAX_ISSUES; warnings beyond MAX_ISSUES are
+        only counted, so that many warnings cannot hide the errors that follow them."""
+        if issue.severity != "error":
+            if len(self.issues) - self.errors >= MAX_ISSUES:
+                self.unshown_warnings += 1
+                return
+            self.issues.append(issue)
+            return
         self.issues.append(issue)
-        if len(self.issues) >= MAX_ISSUES:
+        self.errors += 1
+        if self.errors >= MAX_ISSUES:
             raise _Stop
 
     # -- resources ---------------------------------------------------------------------------
@@ -507,5 +519,9 @@ def validate_resource(resource: object, expected_type: str | None = None, *,
     except _Stop:
         v.issues.append(ValidationIssue(
             "warning", "too-costly", f"Too many issues; validation stopped after {MAX_ISSUES}",
+            expected_type or "Resource"))
+    if v.unshown_warnings:
+        v.issues.append(ValidationIssue(
+            "warning", "too-costly", f"{v.unshown_warnings} more warnings not shown",
             expected_type or "Resource"))
     return v.issues
