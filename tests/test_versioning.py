@@ -124,3 +124,25 @@ async def test_an_unchanged_update_writes_no_version(client: httpx.AsyncClient) 
     assert (await client.delete(url)).status_code in (200, 204)
     revived = await client.put(url, json={**tagged, "active": False})
     assert revived.status_code == 201 and revived.headers["ETag"] == 'W/"5"'
+
+
+async def test_a_change_of_decimal_precision_is_a_change(client: httpx.AsyncClient) -> None:
+    """1.5 and 1.50 are different FHIR decimals (datatypes.html#decimal): the no-op check
+    compares numbers by their text."""
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "体温"},
+                   "valueQuantity": {"value": 1.5, "unit": "mmol/L"}}
+    created = (await create(client, observation)).json()
+    url = f"Observation/{created['id']}"
+
+    async def put(value: bytes) -> httpx.Response:
+        body = orjson.dumps({**created, "valueQuantity": {"value": 0, "unit": "mmol/L"}})
+        return await client.put(url, content=body.replace(b'"value":0', b'"value":' + value),
+                                headers={"Content-Type": "application/fhir+json"})
+
+    assert (await put(b"1.5")).headers["ETag"] == 'W/"1"'
+    precise = await put(b"1.50")
+    assert precise.headers["ETag"] == 'W/"2"', precise.text
+    assert b'"value":1.50' in (await client.get(url)).content
+    assert (await put(b"1.50")).headers["ETag"] == 'W/"2"'
+    assert (await put(b"1.5")).headers["ETag"] == 'W/"3"'
+

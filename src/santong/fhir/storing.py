@@ -77,12 +77,33 @@ def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
     return compared
 
 
+def _number_text(value: Any) -> str | None:
+    """How a JSON number is written (None for anything else): FHIR decimals keep their
+    precision, so 1.5, 1.50 and 1.5e0 differ although Python finds them equal."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value.text if isinstance(value, jsonio.PreciseDecimal) else repr(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality as FHIR sees it: object keys in any order, arrays in order, numbers by
+    their text, `true` never equal to 1."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    numbers = _number_text(a), _number_text(b)
+    if numbers != (None, None):
+        return numbers[0] == numbers[1]
+    return type(a) is type(b) and a == b
+
+
 def unchanged(current: StoredVersion, resource: dict[str, Any]) -> bool:
     """Whether storing `resource` as the next version of `current` would change nothing."""
     if current.deleted or current.content is None:
         return False
     before = jsonio.loads(current.content)
-    return _comparable(before) == _comparable({**resource, "id": current.id})
+    return _same(_comparable(before), _comparable({**resource, "id": current.id}))
 
 
 async def write_next(

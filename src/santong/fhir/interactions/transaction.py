@@ -4,10 +4,10 @@ POST [base] with a `transaction` Bundle: every entry in one database transaction
 nothing. Before anything is written, each entry's identity is settled: POST entries get their
 new id (or, with `ifNoneExist`, the single existing match; when none exists yet, under the
 criteria's advisory lock so concurrent transactions create one resource), conditional PUTs
-their target. Then every
-reference in every resource is rewritten to those ids (fullUrls `urn:uuid:`, `urn:oid:`,
-relative and absolute URLs; also in extensions and contained resources) and conditional
-references (`Patient?identifier=…`) are resolved to their single match. Entries then run in
+their target. Then every reference in every resource is rewritten to those ids (fullUrls
+`urn:uuid:`, `urn:oid:`, relative and absolute URLs; also in extensions and contained
+resources) and conditional references (`Patient?identifier=…`) are resolved to their single
+match. Entries then run in
 the spec's order (DELETE, POST, PUT/PATCH, GET/HEAD) through `Router.dispatch`, the same
 interactions as single calls; an entry whose conditional reference matched nothing runs last
 in its turn and searches again, so it also finds what the Bundle's other entries created. The
@@ -85,7 +85,8 @@ async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan
 
 
 async def _settle_conditional_put(call: Call, entry: Entry, plan: _Plan) -> str | None:
-    """Predict a conditional update's target (its criteria stay locked until commit)."""
+    """Predict a conditional update's target (its criteria locked until commit when
+    nothing matches yet)."""
     call.resource_type = entry.resource_type
     found = await match_or_lock(call, entry.query)
     if len(found) > 1:
