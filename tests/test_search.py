@@ -547,3 +547,14 @@ async def test_dense_has_walks_ids_testing_each_row(
         plain, sqls = await pages(query)
         assert plain == wanted, query
         assert not any("LIMIT 1000000) r" in sql for sql in sqls), query
+
+
+async def test_date_bounds_are_written_into_the_sql(client: httpx.AsyncClient) -> None:
+    """Date bounds go into the SQL as literals, not parameters: a prepared statement's generic
+    plan cannot see how many rows a range selects and read every Encounter before its end."""
+    explained = (await client.get("Encounter", params=[
+        ("date", "ge2025-01-01"), ("date", "lt2025-02-01T08:00:00+08:00"),
+        ("_explain", "true")])).json()
+    sql = next(p["valueString"] for p in explained["parameter"] if p["name"] == "sql")
+    assert "x1.low >= '2025-01-01T00:00:00+00:00'::timestamptz" in sql
+    assert "low < '2025-02-01T00:00:00+00:00'::timestamptz" in sql

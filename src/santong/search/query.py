@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import InvalidOperation
 from typing import Any
 
@@ -88,6 +88,17 @@ def _split_prefix(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
         return value[:2], value[2:]
     return "eq", value
+
+
+def _instant(moment: datetime) -> str:
+    """A date bound written into the SQL, not bound as a parameter. How many rows a date range
+    selects decides the plan, and a prepared statement's generic plan cannot see it: after
+    five runs PostgreSQL settled on one that read every Encounter dated before the range's
+    end (313 ms against 2.6 ms for a month of 10,000 patients' Encounters). The text is
+    isoformat() of a datetime this module parsed: digits and `-:.+T` only."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"'{moment.isoformat()}'::timestamptz"
 
 
 @dataclass(frozen=True)
@@ -399,7 +410,7 @@ class Compiler:
             slack = max(abs(datetime.now(start.tzinfo) - start) / 10, timedelta(days=1))
             start = start - slack if start - values.DATE_MIN > slack else values.DATE_MIN
             end = end + slack if values.DATE_MAX - end > slack else values.DATE_MAX
-        s, e = self.bind(start), self.bind(end)
+        s, e = _instant(start), _instant(end)
         contained = f"{low} >= {s} AND {high} <= {e}"
         return {
             "eq": contained,
