@@ -101,16 +101,6 @@ def _instant(moment: datetime) -> str:
     return f"'{moment.isoformat()}'::timestamptz"
 
 
-def _text_literal(text: str) -> str:
-    """A LIKE pattern written into the SQL, for the same reason as dates (`_instant`): with
-    the pattern bound, the generic plan PostgreSQL settles on cannot use the prefix to range
-    over the index (a given-name search: 108 against 644 req/s at one client). An escape
-    string (E'…') reads the same whatever standard_conforming_strings says."""
-    if "\x00" in text:
-        raise error(400, "invalid", "A search value may not contain a NUL character")
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
 @dataclass(frozen=True)
 class Probe:
     """A top-level condition the engine may test row by row while walking ids in order.
@@ -293,10 +283,10 @@ class Compiler:
                 continue
             elif modifier == "contains":
                 pattern = "%" + _like_prefix(folded) + "%"
-                ors.append(f"{{x}}.value LIKE {_text_literal(pattern)}")
+                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
             else:
                 pattern = _like_prefix(folded) + "%"
-                ors.append(f"{{x}}.value LIKE {_text_literal(pattern)}")
+                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
         return "search_string", " OR ".join(ors) or "false", False
 
     def _token(self, param: SearchParameter, key: str, modifier: str,
