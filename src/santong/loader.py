@@ -301,8 +301,8 @@ async def load(paths: list[Path], sender: AbstractAsyncContextManager[Send], *,
         for _ in tasks:
             await queue.put(None)
         await asyncio.gather(*tasks)
-    if counting is not None:
-        await counting
+    if counting is not None:  # a file the count could not read only leaves the bar open-ended
+        await asyncio.gather(counting, return_exceptions=True)
     bar.close()
     return summary
 
