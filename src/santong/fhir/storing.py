@@ -98,12 +98,6 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def unchanged(current: StoredVersion, resource: dict[str, Any]) -> bool:
-    """Whether storing `resource` as the next version of `current` would change nothing."""
-    if current.deleted or current.content is None:
-        return False
-    before = jsonio.loads(current.content)
-    return _same(_comparable(before), _comparable({**resource, "id": current.id}))
 
 
 async def write_next(
@@ -114,14 +108,17 @@ async def write_next(
     An update that changes nothing writes nothing and answers `current`, as HAPI FHIR and
     Medplum do: re-sending a record (a re-run load, an EHR's periodic sync) makes no versions.
     """
-    if resource is not None and unchanged(current, resource):
+    # The live version as stored (None when there is none: a re-created resource starts
+    # afresh), read once for the no-op check and the workflow rules.
+    before = (None if resource is None or current.deleted or not current.content
+              else jsonio.loads(current.content))
+    if before is not None and _same(_comparable(before),
+                                    _comparable({**resource, "id": current.id})):
         return current
     version_id = current.version_id + 1
     previous = None
     if resource is not None and current.resource_type == "Task":
-        # workflow rules (santong.workflow): a re-created resource starts afresh
-        previous = None if current.deleted or not current.content else jsonio.loads(
-            current.content)
+        previous = before  # workflow rules (santong.workflow)
         check_write(current.resource_type, previous, resource, method)
     if current.resource_type == "SearchParameter":
         if resource is not None:

@@ -174,8 +174,11 @@ class Connection:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
-        # Definition counters this transaction has bumped (santong.storage.versions).
-        self.bumped: set[str] = set()
+
+    @property
+    def memo(self) -> dict[str, Any]:
+        """The transaction's notes (Transaction.memo), for code that holds the connection."""
+        return self._tx.memo
 
     async def execute(self, statement: Statement, params: dict[str, Any] | None = None) -> Rows:
         await self._tx.flush()

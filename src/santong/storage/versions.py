@@ -33,12 +33,13 @@ _VERSION = text("SELECT version FROM definition_version WHERE kind = :kind")
 async def bump(connection: Connection, kind: str, channel: str) -> None:
     """Count a change of `kind` and notify `channel`, both when this transaction commits
     (once per transaction: a package of a thousand definitions is one change)."""
-    if kind in connection.bumped:
+    bumped: set[str] = connection.memo.setdefault("bumped definition counters", set())
+    if kind in bumped:
         return
-    if not connection.bumped:
+    if not bumped:
         await connection.execute(_LOCK_ALL)
     await connection.execute(_BUMP, {"kind": kind, "channel": channel})
-    connection.bumped.add(kind)
+    bumped.add(kind)
 
 
 async def current(connection: Any, kind: str) -> int:
