@@ -201,7 +201,8 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
             log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue
         table: list[tuple[Any, ...]] = getattr(rows, param.type)
-        table += [(code, *row) for row in typed_rows(param.type, nodes)]
+        # Distinct rows: a name's text often repeats its parts (张三 and 张 + 三).
+        table += [(code, *row) for row in dict.fromkeys(typed_rows(param.type, nodes))]
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))

@@ -79,6 +79,8 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         # server has closed at checkout (asyncpg has seen the socket end); one that breaks
         # mid-request fails it with 503 and is discarded.
         pool_pre_ping=False,
-        # Fail fast when the database is down, so clients get a prompt 503.
-        connect_args={"timeout": 5, "command_timeout": 60},
+        # Fail fast when the database is down, so clients get a prompt 503. No JIT: a search
+        # whose estimate crosses jit_above_cost would spend tens of milliseconds compiling
+        # a plan that runs in one (PostgreSQL builds with LLVM turn it on by default).
+        connect_args={"timeout": 5, "command_timeout": 60, "server_settings": {"jit": "off"}},
     )
