@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -49,7 +50,9 @@ def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
     for node in nodes:
         kind, value = node.type, node.value
         if param_type == "string":
-            rows += [(values.normalise(s), s) for s in values.string_values(kind, value)]
+            # Distinct: a Chinese name's text repeats its parts (张三 and 张 + 三).
+            rows += [(values.normalise(s), s)
+                     for s in dict.fromkeys(values.string_values(kind, value))]
         elif param_type == "token":
             rows += values.token_values(kind, value)
         elif param_type == "reference":
@@ -172,22 +175,52 @@ def _element_names(key: str) -> tuple[str, ...]:
     return (key, *(key[:i] for i in range(1, len(key)) if key[i].isupper()))
 
 
-def _present(resource: dict[str, Any]) -> set[str]:
-    return {name for key in resource for name in _element_names(key)}
+class _Plan:
+    """Which parameters of a type index which top-level elements, worked out once per
+    parameter set (a type has 30–60 parameters; a resource has values for a few)."""
+
+    __slots__ = ("always", "by_element", "parameters")
+
+    def __init__(self, parameters: Mapping[str, SearchParameter]) -> None:
+        self.parameters = parameters
+        self.always: list[tuple[str, SearchParameter]] = []
+        self.by_element: dict[str, list[tuple[str, SearchParameter]]] = {}
+        for code, param in parameters.items():
+            if code in _ROW_PARAMETERS or code in ("_text", "_content") or \
+                    param.type == "special":
+                continue
+            elements = None if param.expression is None else first_elements(param.expression)
+            if elements is None:
+                self.always.append((code, param))
+            for name in elements or ():
+                self.by_element.setdefault(name, []).append((code, param))
+
+    def applicable(self, resource: dict[str, Any]) -> dict[str, SearchParameter]:
+        """The parameters that may select something in `resource`, by code."""
+        found = dict(self.always)
+        for key in resource:
+            for name in _element_names(key):
+                found.update(self.by_element.get(name, ()))
+        return found
+
+
+# The plan of each type, rebuilt when the type's parameters change (a custom SearchParameter).
+_plans: dict[str, _Plan] = {}
+
+
+def _plan(resource_type: str) -> _Plan:
+    parameters = parameters_for(resource_type)
+    plan = _plans.get(resource_type)
+    if plan is None or plan.parameters is not parameters:
+        plan = _plans[resource_type] = _Plan(parameters)
+    return plan
 
 
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
-    present = _present(resource)
     seen: dict[tuple[int, str], list[Any] | None] = {}
-    for code, param in parameters_for(resource_type).items():
-        if code in _ROW_PARAMETERS or code in ("_text", "_content") or param.type == "special":
-            continue
-        if param.expression is not None:
-            elements = first_elements(param.expression)
-            if elements is not None and elements.isdisjoint(present):
-                continue
+    for code, param in _plan(resource_type).applicable(resource).items():
         if param.type == "composite":
             try:
                 rows.composite += [(code, d) for d in _composite_rows(resource, param, seen)]
@@ -201,8 +234,7 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
             log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue
         table: list[tuple[Any, ...]] = getattr(rows, param.type)
-        # Distinct rows: a name's text often repeats its parts (张三 and 张 + 三).
-        table += [(code, *row) for row in dict.fromkeys(typed_rows(param.type, nodes))]
+        table += [(code, *row) for row in typed_rows(param.type, nodes)]
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))

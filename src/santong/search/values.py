@@ -17,7 +17,6 @@ from santong.fhir.datetimes import parse_range
 from santong.fhir.jsonio import PreciseDecimal
 from santong.search import ucum
 
-_NOT_WORD = re.compile(r"\s+")
 # CJK ideographs, kana and hangul: scripts written without spaces between words.
 _CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CHARS}]")
@@ -36,7 +35,7 @@ def normalise(text: str) -> str:
     if not text.isascii():
         # NFKD also folds full-width forms (Ａ, １) common in Chinese text to ASCII.
         text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
-    return _NOT_WORD.sub(" ", text.casefold()).strip()
+    return " ".join(text.casefold().split())  # str.split() and re's \s: the same whitespace
 
 
 def text_document(text: str) -> str:
@@ -79,16 +78,21 @@ _NOT_TEXT = frozenset({"resourceType", "id", "url", "system", "reference", "div"
 def string_leaves(value: Any) -> list[str]:
     """Every string in `value` but identifiers, URLs and narrative, in document order."""
     out: list[str] = []
-    # An explicit stack instead of recursive generators: this runs over every written resource.
-    stack = [value]
+    # A stack of iterators, not recursion (the depth is the client's) nor recursive
+    # generators: this runs over every written resource.
+    stack = [iter((value,))]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, dict):
-            stack.extend(v for k, v in reversed(item.items()) if k not in _NOT_TEXT)
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
+        for item in stack[-1]:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, dict):
+                stack.append(iter([v for k, v in item.items() if k not in _NOT_TEXT]))
+                break
+            elif isinstance(item, list):
+                stack.append(iter(item))
+                break
+        else:
+            stack.pop()
     return out
 
 
