@@ -474,6 +474,7 @@ async def test_common_string_matches_walk_ids_in_order(
     walked, sqls = await pages(3)
     assert walked == ids
     assert "LIMIT 1000000) r" in sqls[0]  # the first page came from the walk
+    assert "(SELECT w.resource_type, w.id, w.rid, w.deleted FROM resource w" in sqls[0]
     assert "LIMIT 1000000) r" not in sqls[-1]  # the last (short) page did not
     monkeypatch.setattr(engine, "_DENSE_ROWS", 10**6)  # never dense: the plain plan
     plain, sqls = await pages(3)
@@ -490,6 +491,10 @@ async def test_common_string_matches_walk_ids_in_order(
     every, sqls = await every_page(client, f"Patient?family={family}&gender:missing=true"
                                            "&_count=3")
     assert every == ids and "LIMIT 1000000) r" in sqls[0]
+    # A test on a column the key index lacks walks whole rows (and finds the same pages).
+    every, sqls = await every_page(client, f"Patient?family={family}&_lastUpdated=gt2000"
+                                           "&_count=3")
+    assert every == ids and "(SELECT * FROM resource w" in sqls[0]
 
 
 async def test_dense_has_walks_ids_testing_each_row(
