@@ -83,6 +83,29 @@ async def test_another_process_follows_through_notify(
             raise AssertionError("the other process never indexed the new parameter")
 
 
+async def test_a_search_form_naming_an_unknown_parameter_checks_for_new_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    """A process that has not yet heard of a SearchParameter another process stored (its
+    NOTIFY still on the way) checks the database when a POST _search form names a parameter
+    it does not know, as it does for the query string."""
+    from santong.search import parameters
+
+    code, value = unique("ethnic").replace("-", ""), unique("v")
+    assert (await client.post("SearchParameter", json=search_parameter(code))).status_code == 201
+    created = (await client.post("Patient", json=ethnic_patient(value))).json()["id"]
+    await asyncio.sleep(0.5)  # this process's own NOTIFY has been handled
+    # Back to how this process was before the SearchParameter: as if stored elsewhere.
+    custom = client._transport.app.state.router.custom_parameters  # type: ignore[attr-defined]
+    parameters.unregister(search_parameter(code)["url"])
+    custom.registered.discard(search_parameter(code)["url"])
+    custom.version -= 1
+    strict = {"Prefer": "handling=strict"}
+    response = await client.post("Patient/_search", data={code: value}, headers=strict)
+    assert response.status_code == 200, response.text
+    assert [e["resource"]["id"] for e in response.json()["entry"]] == [created]
+
+
 def test_several_server_processes_agree_at_once(database_url: str, tmp_path: Path) -> None:
     """`santong serve` with two worker processes: a SearchParameter stored through one is
     used by whichever process answers next, without waiting for its NOTIFY (a search naming

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -160,16 +161,21 @@ class Router:
         NOTIFY not have arrived yet: a version check (one query, rare) makes sure."""
         if segments and segments[-1] == "$reindex":
             return True
-        if not request.query or not segments or _literal(segments[0]):
+        if not segments or _literal(segments[0]):
             return False
+        names = [key for key, _ in request.query]
         if len(segments) == 1:  # search, conditional update/delete/patch
             resource_type = segments[0]
+        elif segments[1:] == ["_search"] and request.method == "POST":  # the form's too
+            resource_type = segments[0]
+            body = (request.body or b"").decode("utf-8", errors="replace")
+            names += [key for key, _ in parse_qsl(body, keep_blank_values=True)]
         elif len(segments) == 3 and not _literal(segments[2]):  # compartment search
             resource_type = segments[2]
         else:
             return False
         return any(search_parameters.get(resource_type, key.split(":")[0].split(".")[0])
-                   is None for key, _ in request.query if not key.startswith("_"))
+                   is None for key in names if not key.startswith("_"))
 
     async def handle(self, request: FhirRequest) -> FhirResponse:
         """Answer a single REST call, turning every failure into an OperationOutcome."""
