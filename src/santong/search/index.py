@@ -263,9 +263,13 @@ _ALL_TABLES: dict[str, tuple[str, ...]] = {
     **TABLES, "composite": ("code text", "components jsonb"), "text": ("code text",
                                                                        "document text"),
 }
-# How a column comes out of a JSON row element `e` (the text document is analysed here).
-_COLUMN = {"text": "e->>{i}", "jsonb": "CAST(e->>{i} AS jsonb)"}
-_DOCUMENT = "to_tsvector('simple', e->>1)"
+
+
+def _column(table: str, name: str, sql_type: str, position: int) -> str:
+    """Column `name` of a JSON row element `e` (the text document is analysed here)."""
+    if table == "text" and name == "document":
+        return f"to_tsvector('simple', e->>{position})"
+    return f"e->>{position}" if sql_type == "text" else f"CAST(e->>{position} AS {sql_type})"
 
 
 @lru_cache(maxsize=1024)
@@ -286,11 +290,7 @@ def index_ctes(tables: tuple[str, ...], delete: bool, rid_map: str | None = None
     for name in tables:
         columns = [c.split() for c in _ALL_TABLES[name]]
         names = ", ".join(["rid", "resource_type", *(n for n, _ in columns)])
-        values_ = _DOCUMENT if name == "text" else ", ".join(
-            _COLUMN.get(t, f"CAST(e->>{{i}} AS {t})").format(i=i)
-            for i, (_, t) in enumerate(columns))
-        if name == "text":
-            values_ = "e->>0, " + values_
+        values_ = ", ".join(_column(name, n, t, i) for i, (n, t) in enumerate(columns))
         rid, join = "CAST(g->>0 AS bigint)", ""
         if rid_map is not None:
             rid, join = f"coalesce(m.rid, {rid})", f" LEFT JOIN {rid_map} m ON m.k = -({rid})"
