@@ -115,6 +115,18 @@ async def test_routing_errors(client: httpx.AsyncClient) -> None:
     assert (await client.get("Patient/$everything")).status_code == 400
 
 
+async def test_methods_outside_fhir_rest_are_405_with_allow(client: httpx.AsyncClient) -> None:
+    """A method FHIR's REST API has no interaction for gets a 405 OperationOutcome naming the
+    ones it has; paths beside the FHIR base are not FHIR's."""
+    response = await client.request("OPTIONS", "Patient")
+    assert response.status_code == 405
+    assert outcome_issues(response)[0]["code"] == "not-supported"
+    assert "PATCH" in response.headers["Allow"]
+    fastapi_404 = await client.get("http://testserver/fhirpatient")
+    assert fastapi_404.status_code == 404 and fastapi_404.json() == {"detail": "Not Found"}
+    assert (await client.get("http://testserver/healthz")).json() == {"status": "ok"}
+
+
 async def test_body_too_large_is_413(client: httpx.AsyncClient, settings: Settings) -> None:
     big = patient(text={"status": "generated",
                         "div": "<div>" + "x" * settings.max_body_bytes + "</div>"})
