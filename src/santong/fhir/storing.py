@@ -98,8 +98,6 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-
-
 async def write_next(
     tx: Transaction, current: StoredVersion, resource: dict[str, Any] | None, method: str
 ) -> StoredVersion:

@@ -259,8 +259,8 @@ class _Validator:
         if issue.severity != "error":
             if len(self.issues) - self.errors >= MAX_ISSUES:
                 self.unshown_warnings += 1
-                return
-            self.issues.append(issue)
+            else:
+                self.issues.append(issue)
             return
         self.issues.append(issue)
         self.errors += 1
