@@ -39,7 +39,7 @@ from santong.fhir.payload import parse_resource
 from santong.fhir.request import FhirRequest
 from santong.fhir.router import Router
 from santong.generate import Dataset
-from santong.search.index import TABLES, IndexRows, index_rows
+from santong.search.index import STORED_TABLES, IndexRows, index_rows
 from santong.search.registry import CustomParameters
 from santong.settings import Settings
 from santong.storage.database import asyncpg_connect_args, create_engine
@@ -77,10 +77,10 @@ def index_tables() -> dict[str, tuple[str, ...]]:
     """Every index table (IndexRows field) with its columns after rid and resource_type."""
     out: dict[str, tuple[str, ...]] = {}
     for f in dataclasses.fields(IndexRows):
-        if f.name in TABLES:
-            out[f.name] = tuple(c.split()[0] for c in TABLES[f.name])
-        elif f.name in _TRANSFORMED:
+        if f.name in _TRANSFORMED:
             out[f.name] = ("code", "value")
+        elif f.name in STORED_TABLES:
+            out[f.name] = tuple(c.split()[0] for c in STORED_TABLES[f.name])
         else:  # a new index table: this loader must learn it before it can be trusted
             raise RuntimeError(f"bulkload does not know the index table search_{f.name}")
     return out

@@ -563,3 +563,25 @@ async def test_date_bounds_are_written_into_the_sql(client: httpx.AsyncClient) -
     sql = next(p["valueString"] for p in explained["parameter"] if p["name"] == "sql")
     assert "x1.low >= '2025-01-01T00:00:00+00:00'::timestamptz" in sql
     assert "low < '2025-02-01T00:00:00+00:00'::timestamptz" in sql
+
+
+async def test_a_two_sided_date_range_starts_from_the_spans_near_it(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both bounds of a range (or one value's: `date=2025-01`) let the search start from the
+    spans near the window when they are few (the test data's are); otherwise the plan is left
+    to PostgreSQL. One bound alone never narrows."""
+    from santong.search import engine
+
+    async def sql(*params: tuple[str, str]) -> str:
+        explained = (await client.get("Encounter", params=[*params, ("_explain", "true")])).json()
+        return next(p["valueString"] for p in explained["parameter"] if p["name"] == "sql")
+
+    narrowing = "AND r.rid = ANY(ARRAY(SELECT n.rid FROM (VALUES (0, "
+    assert narrowing in await sql(("date", "ge2025-01-01"), ("date", "lt2025-02-01"))
+    assert narrowing in await sql(("date", "2025-01"))
+    assert narrowing in await sql(("date", "ap2025-01-10"))
+    assert narrowing not in await sql(("date", "ge2025-01-01"))
+    assert narrowing not in await sql(("date", "ne2025-01"), ("date", "lt2025-02-01"))
+    monkeypatch.setattr(engine, "_NARROW_ROWS", 0)  # as if the window held many spans
+    assert narrowing not in await sql(("date", "ge2025-01-01"), ("date", "lt2025-02-01"))

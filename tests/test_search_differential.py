@@ -18,10 +18,13 @@ from typing import Any
 import httpx
 import pytest
 from fhirpathpy import evaluate
+from fhirpathpy.models import models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pypinyin import lazy_pinyin
 from tests.helpers import unique
+
+from santong.search import engine
 
 TAG = "urn:santong:differential"
 FAMILIES = ["张", "王", "李", "Müller", "Muller", "O'Brien", "Åberg", "van Dijk", "Zhang"]
@@ -120,8 +123,8 @@ def date_range(text: str) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def date_matches(prefix: str, search: str, target: str) -> bool:
-    (sl, sh), (tl, th) = date_range(search), date_range(target)
+def range_matches(prefix: str, search: str, target: tuple[datetime, datetime]) -> bool:
+    (sl, sh), (tl, th) = date_range(search), target
     contained = sl <= tl and th <= sh
     return {
         "eq": contained, "ne": not contained,
@@ -129,6 +132,10 @@ def date_matches(prefix: str, search: str, target: str) -> bool:
         "ge": th > sh or contained, "le": tl < sl or contained,
         "sa": tl >= sh, "eb": th <= sl,
     }[prefix]
+
+
+def date_matches(prefix: str, search: str, target: str) -> bool:
+    return range_matches(prefix, search, date_range(target))
 
 
 def expected(patients: list[dict[str, Any]], code: str, modifier: str, value: str) -> set[str]:
@@ -226,3 +233,163 @@ async def test_search_agrees_with_fhirpath(
     got = {e["resource"]["id"] for e in response.json().get("entry", [])
            if e["search"]["mode"] == "match"}
     assert got == expected(patients, code, modifier, value), (key, value)
+
+
+# -- two-sided date ranges ------------------------------------------------------------------
+#
+# A date range with both bounds (`birthdate=ge1970&birthdate=lt1986`, `date=2024-05`) may start
+# from the spans of the resources' values near its window (santong.search.engine._narrowed).
+# Each search here runs with that starting point and without it: both must agree with the
+# oracle, for single values (Patient.birthDate) and for several Periods per resource, open at
+# either end (CarePlan activity-date), where the bounds can be met by different values.
+
+NARROW_ROWS = engine._NARROW_ROWS  # as shipped (tests below set it, and a test's changes last)
+PREFIXES_ALL = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]
+PERIOD_DATES = ["2023", "2023-06", "2023-06-15", "2024-01-31", "2024-02", "2024-02-29", "2025"]
+
+
+def period_range(period: dict[str, Any]) -> tuple[datetime, datetime]:
+    low = date_range(period["start"])[0] if "start" in period else datetime.min.replace(tzinfo=UTC)
+    high = date_range(period["end"])[1] if "end" in period else datetime.max.replace(tzinfo=UTC)
+    return low, high
+
+
+def make_care_plans(seed: int, tag: str, subject: str) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    plans = []
+    for n in range(40):
+        activities = []
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            start, end = sorted(rng.sample(PERIOD_DATES, 2), key=lambda d: date_range(d)[0])
+            period = {"start": start, "end": end}
+            if rng.random() < 0.2:
+                del period["start"]
+            elif rng.random() < 0.2:
+                del period["end"]
+            activities.append({"detail": {"status": "scheduled", "scheduledPeriod": period}})
+        plan: dict[str, Any] = {"resourceType": "CarePlan", "id": f"{tag}-{n}",
+                                "meta": {"tag": [{"system": TAG, "code": tag}]},
+                                "status": "active", "intent": "plan",
+                                "subject": {"reference": subject}}
+        if activities:
+            plan["activity"] = activities
+        plans.append(plan)
+    return plans
+
+
+def expected_plans(plans: list[dict[str, Any]], conditions: list[str]) -> set[str]:
+    found = set()
+    for plan in plans:
+        scheduled = evaluate(plan, "CarePlan.activity.detail.scheduled", {}, models["r4"])
+        ranges = [period_range(p) for p in scheduled]
+        if all(any(range_matches(c[:2], c[2:], r) for r in ranges) for c in conditions):
+            found.add(plan["id"])
+    return found
+
+
+@pytest.fixture(scope="module")
+async def care_plans(client: httpx.AsyncClient) -> tuple[str, list[dict[str, Any]]]:
+    tag = unique("plans")
+    subject = {"resourceType": "Patient", "id": f"{tag}-subject"}
+    assert (await client.put(f"Patient/{subject['id']}", json=subject)).status_code == 201
+    plans = make_care_plans(20261126, tag, f"Patient/{subject['id']}")
+    for plan in plans:
+        response = await client.put(f"CarePlan/{plan['id']}", json=plan)
+        assert response.status_code == 201, response.text
+    # Some plan is found only through two different activities (one per bound).
+    split = [p for p in plans if len(p.get("activity", ())) > 1]
+    assert split, "no plan with several activities: the multi-valued case is not exercised"
+    return tag, plans
+
+
+date_values = st.builds(lambda p, d: p + d, st.sampled_from(PREFIXES_ALL),
+                        st.sampled_from([*DATES, "1970-03-16", "1986", "2001-12"]))
+period_values = st.builds(lambda p, d: p + d, st.sampled_from(PREFIXES_ALL),
+                          st.sampled_from([*PERIOD_DATES, "2023-12", "2024-02-01", "2024"]))
+
+
+async def _both_ways(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, path: str,
+                     params: list[tuple[str, str]]) -> list[set[str]]:
+    """The search's matches with the narrowing (any: the data is small) and without."""
+    found = []
+    for rows in (NARROW_ROWS, 0):
+        monkeypatch.setattr(engine, "_NARROW_ROWS", rows)
+        response = await client.get(path, params=[*params, ("_count", "100")])
+        assert response.status_code == 200, response.text
+        found.append({e["resource"]["id"] for e in response.json().get("entry", [])})
+    return found
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=date_values, second=date_values)
+async def test_two_sided_birthdate_ranges_agree_with_fhirpath(
+    client: httpx.AsyncClient, population: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch, first: str, second: str,
+) -> None:
+    tag, patients = population
+    want = expected(patients, "birthdate", "", first) & expected(patients, "birthdate", "",
+                                                                  second)
+    params = [("birthdate", first), ("birthdate", second), ("_tag", f"{TAG}|{tag}")]
+    narrowed, plain = await _both_ways(client, monkeypatch, "Patient", params)
+    assert narrowed == want, (first, second)
+    assert plain == want, (first, second)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conditions=st.lists(period_values, min_size=1, max_size=3))
+async def test_period_ranges_over_several_values_agree_with_fhirpath(
+    client: httpx.AsyncClient, care_plans: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch, conditions: list[str],
+) -> None:
+    tag, plans = care_plans
+    params = [*(("activity-date", c) for c in conditions), ("_tag", f"{TAG}|{tag}")]
+    narrowed, plain = await _both_ways(client, monkeypatch, "CarePlan", params)
+    want = expected_plans(plans, conditions)
+    assert narrowed == want, conditions
+    assert plain == want, conditions
+
+
+async def test_a_range_found_only_through_different_values(
+    client: httpx.AsyncClient, care_plans: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One activity in 2023 and one in 2025, none in 2024: `ge2025&lt2024` finds the plan (each
+    bound met by a value of its own), though no value lies in the window between them."""
+    tag, _ = care_plans
+    plan = {"resourceType": "CarePlan", "id": f"{tag}-apart", "status": "active",
+            "intent": "plan", "subject": {"reference": f"Patient/{tag}-subject"},
+            "activity": [{"detail": {"status": "scheduled", "scheduledPeriod": period}}
+                         for period in ({"start": "2023-03-01", "end": "2023-04-01"},
+                                        {"start": "2025-03-01", "end": "2025-04-01"})]}
+    assert (await client.put(f"CarePlan/{plan['id']}", json=plan)).status_code == 201
+    params = [("activity-date", "ge2025-01-01"), ("activity-date", "lt2024-01-01"),
+              ("_id", plan["id"])]
+    assert await _both_ways(client, monkeypatch, "CarePlan", params) == [{plan["id"]}] * 2
+    params = [("activity-date", "ge2024-01-01"), ("activity-date", "lt2025-01-01"),
+              ("_id", plan["id"])]
+    assert await _both_ways(client, monkeypatch, "CarePlan", params) == [{plan["id"]}] * 2
+    params = [("activity-date", "2024"), ("_id", plan["id"])]
+    assert await _both_ways(client, monkeypatch, "CarePlan", params) == [set(), set()]
+
+
+async def test_every_pair_of_bounds_agrees_with_fhirpath(
+    client: httpx.AsyncClient, population: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each prefix that bounds a range from below against each that bounds it from above, at
+    the precisions the population's birth dates have: every edge of the window, exhaustively."""
+    tag, patients = population
+    dates = ["1970", "1970-03", "1970-03-15", "2001-12"]
+    found_any = 0
+    for first in (p + d for p in ("eq", "gt", "sa", "ge") for d in dates):
+        for second in (p + d for p in ("eq", "lt", "eb", "le") for d in dates):
+            want = (expected(patients, "birthdate", "", first)
+                    & expected(patients, "birthdate", "", second))
+            params = [("birthdate", first), ("birthdate", second), ("_tag", f"{TAG}|{tag}")]
+            narrowed, plain = await _both_ways(client, monkeypatch, "Patient", params)
+            assert narrowed == want, (first, second)
+            assert plain == want, (first, second)
+            found_any += bool(want)
+    assert found_any > 30, "too few pairs select anything to tell"

@@ -224,14 +224,19 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     compiler = Compiler(spec.base_url, await terminology.resolve(connection, spec.params,
                                                                  spec.types))
     where, compiled = compile_where(spec, compiler)
+    custom = compiler.custom_plans  # planned for its values each time (Compiler.custom_plans)
+    if len(spec.types) == 1:  # narrowings are of one type's resources
+        where += await _narrowed(connection, compiler.narrowings, compiler.binds)
     keys = _sort_keys(spec, compiler)
     total: int | None = None
     if spec.total == "accurate":
         count = f"SELECT count(*) FROM resource r WHERE {where}"
-        total = int((await connection.execute(count, compiler.binds)).scalar_one())
+        counted = await connection.execute(count, compiler.binds, custom_plan=custom)
+        total = int(counted.scalar_one())
     elif spec.total == "estimate":
         plan = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM resource r WHERE {where}"
-        explained = (await connection.execute(plan, compiler.binds)).scalar_one()
+        explained = (await connection.execute(plan, compiler.binds,
+                                              custom_plan=custom)).scalar_one()
         document = orjson.loads(explained) if isinstance(explained, str) else explained
         total = int(document[0]["Plan"]["Plan Rows"])
     page_where, backwards, cursor = where, False, None
@@ -269,18 +274,18 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
 
         others = len(compiled.applied) > len(compiler.probes)  # conditions besides probes
         if await _dense(connection, compiler.probes, compiler.binds, walk(_SAMPLE_ROWS),
-                        others):
+                        others, custom):
             limit = f"ORDER BY r.id LIMIT {int(spec.count) + 1}"
             walk_sql = (f"{select} {walk(_WALK_ROWS)} {limit}" if not slim else
                         f"{select} (SELECT f.* FROM (SELECT r.rid FROM {walk(_WALK_ROWS)} {limit})"
                         f" r JOIN resource f ON f.rid = r.rid) r ORDER BY r.id")
-            rows = list(await connection.execute(walk_sql, compiler.binds))
+            rows = list(await connection.execute(walk_sql, compiler.binds, custom_plan=custom))
             if len(rows) > spec.count:  # a full page and one more: exactly what it finds
                 sql = walk_sql
             else:  # the matches are sparser than they seemed: the index-driven plan after all
                 rows = []
     if not rows:
-        rows = list(await connection.execute(sql, compiler.binds))
+        rows = list(await connection.execute(sql, compiler.binds, custom_plan=custom))
     page, more = rows[:spec.count], len(rows) > spec.count
     if backwards:
         page.reverse()
@@ -315,23 +320,45 @@ _SAMPLE_ROWS = 100
 _SAMPLE_MATCHES = 2
 
 
+# A narrowing (Compiler.narrowings) listing fewer rids than this becomes the search's
+# starting point: fetching them costs less than any walk, and a bounded amount whatever else
+# the search asks. One listing more leaves the plan to PostgreSQL: a wide date range with a
+# selective condition (`subject=…&date=ge2024&date=lt2025`) is found from the condition.
+_NARROW_ROWS = 500
+
+
+async def _narrowed(connection: Connection, narrowings: list[str],
+                    binds: dict[str, Any]) -> str:
+    """Conditions to add to the WHERE: `r.rid = ANY(…)` for each narrowing that lists few."""
+    added = ""
+    for rids in narrowings:
+        count = f"SELECT count(*) FROM ({rids} LIMIT {_NARROW_ROWS}) n"
+        listed = await connection.execute(count, binds, custom_plan=True)
+        if int(listed.scalar_one()) < _NARROW_ROWS:
+            added += f" AND r.rid = ANY(ARRAY({rids}))"
+    return added
+
+
 async def _dense(connection: Connection, probes: list[Probe], binds: dict[str, Any],
-                 sample: str, others: bool) -> bool:
+                 sample: str, others: bool, custom_plan: bool) -> bool:
     """Whether the search's matches are dense enough to walk ids for (see above); `sample`
-    is the walk's first rows, `others` whether conditions other than the probes apply."""
+    is the walk's first rows, `others` whether conditions other than the probes apply;
+    `custom_plan` as for Connection.execute."""
     counted = False
     for probe in probes:
         if probe.matches is None:
             continue
         count = f"SELECT count(*) FROM ({probe.matches} LIMIT {_DENSE_ROWS}) d"
-        if int((await connection.execute(count, binds)).scalar_one()) >= _DENSE_ROWS:
+        counted_rows = await connection.execute(count, binds, custom_plan=custom_plan)
+        if int(counted_rows.scalar_one()) >= _DENSE_ROWS:
             counted = True
             break
     if counted and not others:
         return True
     if not counted and all(probe.matches is not None for probe in probes):
         return False
-    found = await connection.execute(f"SELECT count(*) FROM {sample}", binds)
+    found = await connection.execute(f"SELECT count(*) FROM {sample}", binds,
+                                     custom_plan=custom_plan)
     return int(found.scalar_one()) >= _SAMPLE_MATCHES
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -235,12 +236,36 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
             continue
         table: list[tuple[Any, ...]] = getattr(rows, param.type)
         table += [(code, *row) for row in typed_rows(param.type, nodes)]
+    if rows.date:
+        rows.date = with_spans(rows.date)
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))
     content = " ".join(values.string_leaves(resource))
     rows.text.append(("_content", values.text_document(content)))
     return rows
+
+
+def span_bucket(low: datetime, high: datetime) -> int:
+    """The span's length class: a span of n seconds (rounded up) is in bucket
+    bit_length(n) - 1, so a bucket-b span is shorter than 2**(b + 1) seconds."""
+    seconds = math.ceil(abs((high - low).total_seconds()))
+    return max(0, seconds.bit_length() - 1)
+
+
+def with_spans(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Date rows `(code, low, high)` with the span of all the resource's values of that code
+    appended (its earliest and latest bound, and `span_bucket`): every value of a code lies
+    within its span, so a range search can start from spans near its window (one index range
+    per bucket, see santong.search.query) whatever the values' number or order."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for code, low, high in rows:
+        first, last = min(low, high), max(low, high)
+        if code in spans:
+            first, last = min(first, spans[code][0]), max(last, spans[code][1])
+        spans[code] = first, last
+    return [(code, low, high, *spans[code], span_bucket(*spans[code]))
+            for code, low, high in rows]
 
 
 # The columns of each index table after rid and resource_type, with their SQL types.
@@ -258,10 +283,14 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-# Every index table with its columns after rid and resource_type (SQL types).
-_ALL_TABLES: dict[str, tuple[str, ...]] = {
-    **TABLES, "composite": ("code text", "components jsonb"), "text": ("code text",
-                                                                       "document text"),
+# Every index table with its columns after rid and resource_type (SQL types), as stored:
+# date rows carry their code's span (see with_spans); composites are JSON documents.
+STORED_TABLES: dict[str, tuple[str, ...]] = {
+    **TABLES,
+    "date": (*TABLES["date"], "span_low timestamptz", "span_high timestamptz",
+             "span_bucket smallint"),
+    "composite": ("code text", "components jsonb"),
+    "text": ("code text", "document text"),
 }
 
 
@@ -286,9 +315,9 @@ def index_ctes(tables: tuple[str, ...], delete: bool, rid_map: str | None = None
     (santong.storage.repository, the transaction's flush).
     """
     parts = [f"d_{name} AS (DELETE FROM search_{name} WHERE rid = ANY(CAST(:stale AS bigint[])))"
-             for name in _ALL_TABLES] if delete else []
+             for name in STORED_TABLES] if delete else []
     for name in tables:
-        columns = [c.split() for c in _ALL_TABLES[name]]
+        columns = [c.split() for c in STORED_TABLES[name]]
         names = ", ".join(["rid", "resource_type", *(n for n, _ in columns)])
         values_ = ", ".join(_column(name, n, t, i) for i, (n, t) in enumerate(columns))
         rid, join = "CAST(g->>0 AS bigint)", ""
@@ -316,7 +345,7 @@ def index_params(resources: list[tuple[int, str, IndexRows]], stale: list[int]
     strings), the rows as the index extracted them."""
     params: dict[str, Any] = {"stale": stale}
     tables = []
-    for name in _ALL_TABLES:
+    for name in STORED_TABLES:
         groups = [(rid, resource_type, table_rows) for rid, resource_type, rows in resources
                   if (table_rows := getattr(rows, name))]
         if groups:

@@ -180,9 +180,12 @@ class Connection:
         """The transaction's notes (Transaction.memo), for code that holds the connection."""
         return self._tx.memo
 
-    async def execute(self, statement: Statement, params: dict[str, Any] | None = None) -> Rows:
+    async def execute(self, statement: Statement, params: dict[str, Any] | None = None, *,
+                      custom_plan: bool = False) -> Rows:
+        """Run a statement; with `custom_plan`, planned for these parameters every time (see
+        Transaction.run)."""
         await self._tx.flush()
-        return await self._tx.run(statement, params)
+        return await self._tx.run(statement, params, custom_plan=custom_plan)
 
 
 class Transaction:
@@ -223,16 +226,24 @@ class Transaction:
         """Replace the index rows of the stored resource `rid` at the next flush."""
         self._index[rid] = (resource_type, rows)
 
-    async def run(self, statement: Statement, params: dict[str, Any] | None = None) -> Rows:
-        """Execute a statement inside the transaction (beginning it if lazy)."""
+    async def run(self, statement: Statement, params: dict[str, Any] | None = None, *,
+                  custom_plan: bool = False) -> Rows:
+        """Execute a statement inside the transaction (beginning it if lazy).
+
+        Statements are prepared once per connection and PostgreSQL may then settle on a plan
+        for any parameters (after five runs). `custom_plan` is for a statement whose best
+        plan depends on its values: it runs as the unnamed statement, planned every time."""
         if self._lazy and not self._begun:
             await self.raw.execute("BEGIN")
             self._begun = True
-        return await self._fetch(statement, params)
+        return await self._fetch(statement, params, custom_plan)
 
-    async def _fetch(self, statement: Statement, params: dict[str, Any] | None) -> Rows:
+    async def _fetch(self, statement: Statement, params: dict[str, Any] | None,
+                     custom_plan: bool = False) -> Rows:
         sql, names = _positional(statement if isinstance(statement, str) else statement.text)
         values = [params[name] for name in names] if names else ()
+        if custom_plan:
+            return Rows(await (await self.raw.prepare(sql, name="")).fetch(*values))
         return Rows(await self.raw.fetch(sql, *values))
 
     async def finish(self) -> None:

@@ -163,7 +163,8 @@ async def _explain(call: Call, result: SearchResult) -> FhirResponse:
     if not call.settings.allow_explain:
         raise error(403, "forbidden", "_explain is disabled (set SANTONG_ALLOW_EXPLAIN=true)",
                     expression="_explain")
-    plan_rows = await call.tx.connection.execute("EXPLAIN " + result.sql, result.binds)
+    plan_rows = await call.tx.connection.execute("EXPLAIN " + result.sql, result.binds,
+                                                 custom_plan=True)
     plan = "\n".join(row[0] for row in plan_rows)
     return FhirResponse(200, resource={
         "resourceType": "Parameters",

@@ -1,0 +1,77 @@
+"""Migrations that rewrite existing rows: run on a database holding rows of the revision before,
+and compared with what the server writes for the same values."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from alembic import command
+from sqlalchemy.engine import make_url
+from tests.helpers import admin
+
+from santong.search import values
+from santong.search.index import with_spans
+from santong.storage.database import asyncpg_connect_args
+from santong.storage.migrate import alembic_config
+
+
+@pytest.fixture
+def empty_database(server_url: str) -> Iterator[str]:
+    name = f"santong_migrate_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# (rid, code, low, high): several values of one code, an open end, an inverted Period, one value.
+DATE_ROWS = [
+    (1, "activity-date", _at("2023-03-01"), _at("2023-04-01")),
+    (1, "activity-date", _at("2025-03-01"), _at("2025-04-01")),
+    (1, "activity-date", _at("2024-01-01"), values.DATE_MAX),
+    (1, "date", _at("2024-05-01T10:00:00"), _at("2024-05-01T10:00:01")),
+    (2, "activity-date", _at("2024-06-01"), _at("2024-02-01")),
+    (2, "date", values.DATE_MIN, _at("2024-05-02")),
+    (3, "date", _at("2024-05-01T10:00:00"), _at("2024-05-01T10:17:04")),  # 1,024 s: bucket 10
+]
+
+
+async def _date_rows(url: str, fill: bool) -> list[tuple[object, ...]]:
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        if fill:
+            await connection.executemany(
+                "INSERT INTO search_date (rid, resource_type, code, low, high)"
+                " VALUES ($1, 'CarePlan', $2, $3, $4)", DATE_ROWS)
+            return []
+        rows = await connection.fetch(
+            "SELECT rid, code, low, high, span_low, span_high, span_bucket FROM search_date")
+        return sorted(tuple(r) for r in rows)
+    finally:
+        await connection.close()
+
+
+def test_date_spans_are_filled_in_as_the_server_writes_them(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0006")
+    asyncio.run(_date_rows(empty_database, fill=True))
+    command.upgrade(config, "0007")
+    migrated = asyncio.run(_date_rows(empty_database, fill=False))
+    written = []
+    for rid in (1, 2, 3):
+        rows = [(code, low, high) for r, code, low, high in DATE_ROWS if r == rid]
+        written += [(rid, *row) for row in with_spans(rows)]
+    assert migrated == sorted(written)
+    assert (3, "date", _at("2024-05-01T10:00:00"), _at("2024-05-01T10:17:04"),
+            _at("2024-05-01T10:00:00"), _at("2024-05-01T10:17:04"), 10) in migrated
+    command.downgrade(config, "0006")
+    command.upgrade(config, "head")
+    assert asyncio.run(_date_rows(empty_database, fill=False)) == sorted(written)
