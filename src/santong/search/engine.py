@@ -333,7 +333,7 @@ async def _narrowed(connection: Connection, narrowings: list[str],
     added = ""
     for rids in narrowings:
         count = f"SELECT count(*) FROM ({rids} LIMIT {_NARROW_ROWS}) n"
-        listed = await connection.execute(count, binds, custom_plan=True)
+        listed = await connection.execute(count, binds)
         if int(listed.scalar_one()) < _NARROW_ROWS:
             added += f" AND r.rid = ANY(ARRAY({rids}))"
     return added

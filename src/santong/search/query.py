@@ -104,7 +104,8 @@ def _instant(moment: datetime) -> str:
 
 
 # Span buckets (santong.search.index.span_bucket) up to the longest span there can be.
-_SPAN_BUCKETS = span_bucket(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)) + 1
+_EARLIEST = datetime.min.replace(tzinfo=UTC)  # before any stored date
+_SPAN_BUCKETS = span_bucket(_EARLIEST, datetime.max.replace(tzinfo=UTC)) + 1
 
 
 @dataclass(frozen=True)
@@ -466,22 +467,21 @@ class Compiler:
         matches. A B-tree cannot answer both bounds of a range at once, but a span of bucket b
         is shorter than 2**(b + 1) seconds, so one that ends after `earliest` starts after
         `earliest - 2**(b + 1) s`: per bucket, one index range on the start, about as long as
-        the window plus the bucket's spans."""
-        self.custom_plans = True
+        the window plus the bucket's spans. Bound, not literal: the plan is the same for any
+        window, so the statement is prepared once (the engine counts it before the search)."""
         floors = []
         for bucket in range(_SPAN_BUCKETS):
             try:
-                floor = _instant(earliest - timedelta(seconds=2 ** (bucket + 1)))
+                floors.append(earliest - timedelta(seconds=2 ** (bucket + 1)))
             except OverflowError:
-                floor = "'-infinity'::timestamptz"
-            floors.append(f"({bucket}, {floor})")
+                floors.append(_EARLIEST)
         # OFFSET 0 keeps each bucket's range a scan of its own (not one join over all spans).
-        return (f"SELECT n.rid FROM (VALUES {', '.join(floors)}) AS v(bucket, floor)"
-                f" CROSS JOIN LATERAL (SELECT s.rid FROM search_date s"
-                f" WHERE s.resource_type = {self.bind(resource_type)}"
-                f" AND s.code = {self.bind(code)} AND s.span_bucket = v.bucket"
-                f" AND s.span_low >= v.floor AND s.span_low <= {_instant(latest)}"
-                f" AND s.span_high >= {_instant(earliest)} OFFSET 0) n")
+        return (f"SELECT n.rid FROM unnest(CAST({self.bind(floors)} AS timestamptz[]))"
+                f" WITH ORDINALITY AS v(floor, bucket) CROSS JOIN LATERAL (SELECT s.rid"
+                f" FROM search_date s WHERE s.resource_type = {self.bind(resource_type)}"
+                f" AND s.code = {self.bind(code)} AND s.span_bucket = v.bucket - 1"
+                f" AND s.span_low >= v.floor AND s.span_low <= {self.bind(latest)}"
+                f" AND s.span_high >= {self.bind(earliest)} OFFSET 0) n")
 
     def _range_condition(self, key: str, text: str, low: str, high: str) -> str:
         """A target range [low, high) against a date search value with a prefix."""
