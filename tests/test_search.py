@@ -585,3 +585,79 @@ async def test_a_two_sided_date_range_starts_from_the_spans_near_it(
     assert narrowing not in await sql(("date", "ne2025-01"), ("date", "lt2025-02-01"))
     monkeypatch.setattr(engine, "_NARROW_ROWS", 0)  # as if the window held many spans
     assert narrowing not in await sql(("date", "ge2025-01-01"), ("date", "lt2025-02-01"))
+
+
+async def test_last_updated_ranges_read_the_last_updated_index(
+    client: httpx.AsyncClient, database_url: str,
+) -> None:
+    """`_lastUpdated=gt…` (an integration polling for changes) reads the type's range of the
+    index from migration 0008, not every resource of the type: with a few thousand of them,
+    analysed, the planner takes it."""
+    from tests.helpers import admin
+
+    kind = "Linkage"  # a type no other test writes: these rows exist only in this test
+    await admin(database_url, "INSERT INTO resource (resource_type, id, version_id,"
+                f" last_updated, content) SELECT '{kind}', 'bulk-' || n, 1,"
+                " timestamptz '2020-01-01' + n * interval '1 minute',"
+                f" '{{\"resourceType\": \"{kind}\", \"id\": \"bulk-' || n || '\"}}'"
+                " FROM generate_series(1, 5000) AS n")
+    try:
+        await admin(database_url, "ANALYZE resource")
+        explained = (await client.get(kind, params=[
+            ("_lastUpdated", "gt2100-01-01"), ("_explain", "true")])).json()
+        plan = next(p["valueString"] for p in explained["parameter"] if p["name"] == "plan")
+        assert "resource_last_updated_idx" in plan, plan
+        found = (await client.get(kind, params={"_lastUpdated": "ge2020-01-04T02:59:00Z",
+                                                "_total": "accurate"})).json()
+        assert found["total"] == 502  # minutes 4,499 to 5,000
+        assert [e["resource"]["id"] for e in found["entry"]][:2] == ["bulk-4499", "bulk-4500"]
+    finally:
+        await admin(database_url, f"DELETE FROM resource WHERE resource_type = '{kind}'")
+
+
+async def test_last_updated_prefixes_at_the_millisecond(client: httpx.AsyncClient) -> None:
+    """lastUpdated is an instant: the range of its millisecond, compared by each prefix with
+    the search value's own range (search.html#prefix), at the edges either side."""
+    from datetime import UTC, datetime, timedelta
+
+    tag = unique("stamp")
+    created = await client.post("Basic", json={
+        "resourceType": "Basic", "code": {"text": "stamp"},
+        "meta": {"tag": [{"system": TAG, "code": tag}]}})
+    assert created.status_code == 201, created.text
+    stamp = created.json()["meta"]["lastUpdated"]
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+    assert moment.microsecond % 1000 == 0
+    target = (moment, moment + timedelta(milliseconds=1))
+
+    def written(at: datetime, unit: str) -> tuple[str, tuple[datetime, datetime]]:
+        """A search value at `unit` precision with the range it stands for."""
+        if unit == "ms":
+            start, width = at, timedelta(milliseconds=1)
+            return start.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z", (
+                start, start + width)
+        if unit == "s":
+            start = at.replace(microsecond=0)
+            return start.strftime("%Y-%m-%dT%H:%M:%SZ"), (start, start + timedelta(seconds=1))
+        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.strftime("%Y-%m-%d"), (start, start + timedelta(days=1))
+
+    def oracle(prefix: str, search: tuple[datetime, datetime]) -> bool:
+        (sl, sh), (tl, th) = search, target
+        contained = sl <= tl and th <= sh
+        return {"eq": contained, "ne": not contained, "gt": th > sh, "lt": tl < sl,
+                "ge": th > sh or contained, "le": tl < sl or contained,
+                "sa": tl >= sh, "eb": th <= sl}[prefix]
+
+    one = timedelta(milliseconds=1)
+    values = [written(at, unit) for at in (moment - one, moment, moment + one)
+              for unit in ("ms", "s", "day")]
+    checked = 0
+    for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"):
+        for text, search in values:
+            found = await ids(client, tag, "Basic", {"_lastUpdated": prefix + text})
+            assert (found == {created.json()["id"]}) == oracle(prefix, search), (prefix, text)
+            checked += oracle(prefix, search)
+    assert 20 < checked < 60, checked  # both outcomes are exercised
+    for extreme in ("eb0001-01-01", "lt0001", "sa9999-12-31", "gt9999"):
+        assert await ids(client, tag, "Basic", {"_lastUpdated": extreme}) == set(), extreme

@@ -39,16 +39,32 @@ def parse_range(value: str) -> tuple[datetime, datetime]:
         int(g["y"]), int(g["m"] or 1), int(g["d"] or 1), int(g["H"] or 0), int(g["M"] or 0),
         int(g["S"] or 0), int((fraction + "000000")[:6]), tzinfo=zone,
     )
-    if g["m"] is None:
-        end = start.replace(year=start.year + 1)
-    elif g["d"] is None:
-        end = _add_months(start, 1)
-    elif g["H"] is None:
-        end = start + timedelta(days=1)
-    elif g["S"] is None:
-        end = start + timedelta(minutes=1)
-    elif not fraction:
-        end = start + timedelta(seconds=1)
-    else:
-        end = start + timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
-    return start.astimezone(UTC), end.astimezone(UTC)
+    try:
+        if g["m"] is None:
+            end = start.replace(year=start.year + 1)
+        elif g["d"] is None:
+            end = _add_months(start, 1)
+        elif g["H"] is None:
+            end = start + timedelta(days=1)
+        elif g["S"] is None:
+            end = start + timedelta(minutes=1)
+        elif not fraction:
+            end = start + timedelta(seconds=1)
+        else:
+            end = start + timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
+    except (ValueError, OverflowError):  # the end of 9999 is past what datetime holds
+        end = LATEST
+    return _utc(start), _utc(end)
+
+
+# The extremes datetime holds: year 1 and 9999 values (valid FHIR) whose range, or its UTC
+# form, reaches past them are cut there (by a microsecond at most at the end).
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if moment.year == 1 else LATEST

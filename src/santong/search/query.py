@@ -483,22 +483,33 @@ class Compiler:
                 f" AND s.span_low >= v.floor AND s.span_low <= {self.bind(latest)}"
                 f" AND s.span_high >= {self.bind(earliest)} OFFSET 0) n")
 
-    def _range_condition(self, key: str, text: str, low: str, high: str) -> str:
-        """A target range [low, high) against a date search value with a prefix."""
+    def _range_condition(self, key: str, text: str, low: str, high: str | timedelta) -> str:
+        """A target range [low, high) against a date search value with a prefix. `high` may be
+        the range's fixed width instead (lastUpdated's millisecond): its tests are then written
+        on `low` alone, which an index on that column answers."""
         prefix, start, end = self._date_value(key, text)
         s, e = _instant(start), _instant(end)
         self.custom_plans = True
-        contained = f"{low} >= {s} AND {high} <= {e}"
+
+        def ends(operator: str, bound: datetime) -> str:
+            if not isinstance(high, timedelta):
+                return f"{high} {operator} {_instant(bound)}"
+            try:
+                return f"{low} {operator} {_instant(bound - high)}"
+            except OverflowError:  # before year 1: every stored instant is after it
+                return f"{low} {operator} '-infinity'::timestamptz"
+
+        contained = f"{low} >= {s} AND {ends('<=', end)}"
         return {
             "eq": contained,
             "ne": f"NOT ({contained})",
-            "gt": f"{high} > {e}",
+            "gt": ends(">", end),
             "lt": f"{low} < {s}",
-            "ge": f"({high} > {e} OR ({contained}))",
+            "ge": f"({ends('>', end)} OR ({contained}))",
             "le": f"({low} < {s} OR ({contained}))",
             "sa": f"{low} >= {e}",
-            "eb": f"{high} <= {s}",
-            "ap": f"{low} < {e} AND {high} > {s}",
+            "eb": ends("<=", start),
+            "ap": f"{low} < {e} AND {ends('>', start)}",
         }[prefix]
 
     def _number_condition(self, key: str, text: str, column: str) -> str:
@@ -620,7 +631,7 @@ class Compiler:
                         expression=key)
         # lastUpdated is an instant: the range of its millisecond.
         column = f"{alias}.last_updated"
-        ors = [self._range_condition(key, text, column, f"({column} + interval '1 millisecond')")
+        ors = [self._range_condition(key, text, column, timedelta(milliseconds=1))
                for text in split_values(value)]
         return " OR ".join(f"({o})" for o in ors)
 
