@@ -392,7 +392,8 @@ async def test_access_filter_limits_matches_and_includes(
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
-@pytest.mark.parametrize("sort", ["_id", "-birthdate", "family,-_id", "-gender,birthdate"])
+@pytest.mark.parametrize("sort", ["_id", "-birthdate", "family,-_id", "-gender,birthdate",
+                                  "-_lastUpdated", "_lastUpdated,family"])
 async def test_previous_links_walk_back_the_same_pages(
     client: httpx.AsyncClient, people: str, count: int, sort: str,
 ) -> None:
@@ -611,6 +612,14 @@ async def test_last_updated_ranges_read_the_last_updated_index(
                                                 "_total": "accurate"})).json()
         assert found["total"] == 502  # minutes 4,499 to 5,000
         assert [e["resource"]["id"] for e in found["entry"]][:2] == ["bulk-4499", "bulk-4500"]
+        # The newest first: read from the index's end, not a sort of every row.
+        explained = (await client.get(kind, params=[
+            ("_sort", "-_lastUpdated"), ("_count", "3"), ("_explain", "true")])).json()
+        plan = next(p["valueString"] for p in explained["parameter"] if p["name"] == "plan")
+        assert "Index Scan Backward using resource_last_updated_idx" in plan, plan
+        newest = (await client.get(kind, params={"_sort": "-_lastUpdated", "_count": "3"}))
+        assert [e["resource"]["id"] for e in newest.json()["entry"]] == [
+            "bulk-5000", "bulk-4999", "bulk-4998"]
     finally:
         await admin(database_url, f"DELETE FROM resource WHERE resource_type = '{kind}'")
 

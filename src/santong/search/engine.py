@@ -74,6 +74,7 @@ class _SortKey:
     sql: str
     descending: bool
     cast: str
+    nullable: bool = True
 
 
 def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
@@ -85,10 +86,11 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
             descending = name.startswith("-")
             code = name.lstrip("-")
             if code == "_id":
-                keys.append(_SortKey("r.id", descending, "text"))
+                keys.append(_SortKey("r.id", descending, "text", nullable=False))
                 continue
             if code == "_lastUpdated":
-                keys.append(_SortKey("r.last_updated", descending, "timestamptz"))
+                keys.append(_SortKey("r.last_updated", descending, "timestamptz",
+                                     nullable=False))
                 continue
             params = [get(t, code) for t in spec.types]
             param = next((p for p in params if p is not None), None)
@@ -101,10 +103,12 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
             keys.append(_SortKey(
                 f"(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid"
                 f" AND s.code = {compiler.bind(code)})", descending, cast))
-    # Missing values sort last in either direction; (type, id) makes the order total.
+    # Missing values sort last in either direction; (type, id) makes the order total. Row
+    # columns are never missing: sorted by the column alone, an index can give the order.
     expanded: list[_SortKey] = []
     for key in keys:
-        expanded.append(_SortKey(f"({key.sql} IS NULL)", False, "boolean"))
+        if key.nullable:
+            expanded.append(_SortKey(f"({key.sql} IS NULL)", False, "boolean"))
         expanded.append(key)
     expanded += [_SortKey("r.resource_type", False, "text"), _SortKey("r.id", False, "text")]
     return expanded
