@@ -31,13 +31,14 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     assert params["identifier"] == "token" and params["general-practitioner"] == "reference"
     assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_text", "_content"} <= set(
         params)
-    # Only what the compiler answers is claimed: no special parameters (near).
+    # Only what the compiler answers is claimed: of the special parameters, near, not _filter.
     observation = next(r for r in rest["resource"] if r["type"] == "Observation")
     observation_params = {p["name"]: p["type"] for p in observation["searchParam"]}
     assert observation_params["value-quantity"] == "quantity"
     assert observation_params["code-value-quantity"] == "composite"
     location = next(r for r in rest["resource"] if r["type"] == "Location")
-    assert "near" not in {p["name"] for p in location["searchParam"]}
+    location_params = {p["name"]: p["type"] for p in location["searchParam"]}
+    assert location_params["near"] == "special" and "_filter" not in location_params
     assert patient["conditionalDelete"] == "single"
     # Operations: $validate and $reindex everywhere, the terminology ones on their types.
     assert {o["name"] for o in patient["operation"]} == {"validate", "reindex", "everything"}

@@ -670,3 +670,60 @@ async def test_last_updated_prefixes_at_the_millisecond(client: httpx.AsyncClien
     assert 20 < checked < 60, checked  # both outcomes are exercised
     for extreme in ("eb0001-01-01", "lt0001", "sa9999-12-31", "gt9999"):
         assert await ids(client, tag, "Basic", {"_lastUpdated": extreme}) == set(), extreme
+
+
+def _great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Haversine on a sphere of the Earth's mean radius, for the `near` oracle."""
+    import math
+
+    (lat1, lon1), (lat2, lon2) = [(math.radians(x), math.radians(y)) for x, y in (a, b)]
+    h = (math.sin((lat2 - lat1) / 2) ** 2
+         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+async def test_near_finds_locations_within_the_distance(client: httpx.AsyncClient) -> None:
+    """`near=latitude|longitude|distance|units` on Location.position: what lies within that
+    great-circle distance (km unless units say otherwise), across ±180° and near a pole too;
+    malformed values are a 400 naming the parameter."""
+    tag = unique("near")
+    sites = {
+        "county": (30.0, 120.0), "township": (30.02, 120.0), "village": (30.1, 120.1),
+        "remote": (31.0, 121.0), "east": (0.0, 179.99), "west": (0.0, -179.99),
+        "north": (89.99, 10.0), "pole": (89.99, -170.0),
+    }
+    for name, (lat, lon) in sites.items():
+        response = await client.put(f"Location/{tag}-{name}", json={
+            "resourceType": "Location", "id": f"{tag}-{name}", "name": name,
+            "meta": {"tag": [{"system": TAG, "code": tag}]},
+            "position": {"latitude": lat, "longitude": lon}})
+        assert response.status_code == 201, response.text
+    nowhere = await client.put(f"Location/{tag}-nowhere", json={
+        "resourceType": "Location", "id": f"{tag}-nowhere", "name": "no position",
+        "meta": {"tag": [{"system": TAG, "code": tag}]}})
+    assert nowhere.status_code == 201
+
+    cases = [((30.0, 120.0), 5, "km"), ((30.0, 120.0), 20, "km"), ((30.0, 120.0), 2000, "m"),
+             ((30.0, 120.0), 10, "[mi_i]"), ((30.0, 120.0), 200, "km"),
+             ((0.0, -179.995), 5, "km"), ((89.995, 100.0), 5, "km"), ((0.0, 0.0), 1, "km"),
+             ((0.0, 0.0), 19000, "km"), ((-60.0, 30.0), 14000, "km")]
+    factor = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344}
+    for (lat, lon), distance, units in cases:
+        want = {f"{tag}-{n}" for n, at in sites.items()
+                if _great_circle_km((lat, lon), at) <= distance * factor[units]}
+        found = await ids(client, tag, "Location", {"near": f"{lat}|{lon}|{distance}|{units}"})
+        assert found == want, ((lat, lon), distance, units)
+    assert len({frozenset(await ids(client, tag, "Location",
+                                    {"near": f"30|120|{d}|km"})) for d in (1, 5, 20, 200)}) == 4
+    # No distance: the server's default (5 km); no units: km; alternatives ORed.
+    assert await ids(client, tag, "Location", {"near": "30|120"}) == {
+        f"{tag}-county", f"{tag}-township"}
+    assert await ids(client, tag, "Location", {"near": "30.1|120.1|1"}) == {f"{tag}-village"}
+    assert await ids(client, tag, "Location", {"near": "30.1|120.1|1,0|179.99|1"}) == {
+        f"{tag}-village", f"{tag}-east"}
+    assert await ids(client, tag, "Location", {"near:missing": "true"}) == {f"{tag}-nowhere"}
+    for bad in ("30", "abc|120", "91|0|1|km", "30|181", "30|120|-1|km", "30|120|5|furlong",
+                "30|120|nan|km"):
+        response = await client.get("Location", params={"near": bad})
+        assert response.status_code == 400, bad
+        assert response.json()["issue"][0]["expression"] == ["near"], bad

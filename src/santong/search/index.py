@@ -43,6 +43,7 @@ class IndexRows:
     uri: list[tuple[str, str]] = field(default_factory=list)
     text: list[tuple[str, str]] = field(default_factory=list)
     composite: list[tuple[str, str]] = field(default_factory=list)
+    position: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
@@ -188,7 +189,7 @@ class _Plan:
         self.by_element: dict[str, list[tuple[str, SearchParameter]]] = {}
         for code, param in parameters.items():
             if code in _ROW_PARAMETERS or code in ("_text", "_content") or \
-                    param.type == "special":
+                    param.expression is None:
                 continue
             elements = None if param.expression is None else first_elements(param.expression)
             if elements is None:
@@ -233,6 +234,10 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
         except ExtractionError as exc:
             # A value the expression cannot evaluate on is not indexed, like a missing one.
             log.warning("%s.%s not indexed: %s", resource_type, code, exc)
+            continue
+        if param.type == "special":  # `near`: positions (no other special has an expression)
+            rows.position += [(code, *position) for node in nodes
+                              for position in values.position_values(node.value)]
             continue
         table: list[tuple[Any, ...]] = getattr(rows, param.type)
         table += [(code, *row) for row in typed_rows(param.type, nodes)]
@@ -291,6 +296,7 @@ STORED_TABLES: dict[str, tuple[str, ...]] = {
              "span_bucket smallint"),
     "composite": ("code text", "components jsonb"),
     "text": ("code text", "document text"),
+    "position": ("code text", "latitude float8", "longitude float8"),
 }
 
 

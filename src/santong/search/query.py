@@ -9,6 +9,7 @@ referenced or referring resources with the same compiler, so they nest to any de
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import InvalidOperation
@@ -106,6 +107,40 @@ def _instant(moment: datetime) -> str:
 # Span buckets (santong.search.index.span_bucket) up to the longest span there can be.
 _EARLIEST = datetime.min.replace(tzinfo=UTC)  # before any stored date
 _SPAN_BUCKETS = span_bucket(_EARLIEST, datetime.max.replace(tzinfo=UTC)) + 1
+
+
+# `near`: the distance when a search leaves it out (the spec leaves it to the server), the
+# units it accepts (UCUM codes, and the plain `mi`), the Earth's mean radius (IUGG).
+NEAR_DEFAULT_KM = 5.0
+_NEAR_UNITS = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "mi": 1.609344, "[nmi_i]": 1.852}
+_EARTH_KM = 6371.0088
+_KM_PER_DEGREE = math.pi * _EARTH_KM / 180
+
+
+def _near_value(key: str, text: str) -> tuple[float, float, float]:
+    """(latitude, longitude, kilometres) of a `near` value, or a 400 naming the parameter."""
+    parts = text.split("|")
+    try:
+        if not 2 <= len(parts) <= 4:
+            raise ValueError
+        latitude, longitude = float(parts[0]), float(parts[1])
+        distance = float(parts[2]) if len(parts) > 2 and parts[2] else None
+        units = parts[3] if len(parts) > 3 and parts[3] else "km"
+    except ValueError:
+        raise error(400, "invalid", f"{key} takes latitude|longitude|distance|units, not "
+                    f"{text!r}", expression=key) from None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise error(400, "invalid", f"{key}: {text!r} is not a WGS84 latitude|longitude",
+                    expression=key)
+    if units not in _NEAR_UNITS:
+        raise error(400, "invalid", f"{key}: unknown distance units {units!r} (km, m, [mi_i],"
+                    " [nmi_i])", expression=key)
+    if distance is None:
+        return latitude, longitude, NEAR_DEFAULT_KM
+    if not 0 <= distance < math.inf:
+        raise error(400, "invalid", f"{key}: the distance must be a number of 0 or more",
+                    expression=key)
+    return latitude, longitude, distance * _NEAR_UNITS[units]
 
 
 @dataclass(frozen=True)
@@ -213,6 +248,8 @@ class Compiler:
                         expression=key)
         if param.type == "composite":
             return self._composite(param, alias, key, modifier, alternatives)
+        if param.type == "special" and param.expression is not None:
+            return self._near(param, alias, key, modifier, alternatives)
         if param.type not in _TABLE:
             raise UnknownParameter(
                 f"Search parameter {name!r} ({param.type}) is not supported yet")
@@ -282,8 +319,8 @@ class Compiler:
         if value not in ("true", "false"):
             raise error(400, "invalid", f"{key} takes true or false, not {value!r}",
                         expression=key)
-        table = _TABLE.get(param.type)
-        if table is None:
+        table = "search_position" if param.type == "special" else _TABLE.get(param.type)
+        if table is None or param.expression is None:
             raise UnknownParameter(f"{key} is not supported for {param.type} parameters")
         return self._exists(table, alias, param.code, "true", negate=value == "true")
 
@@ -589,6 +626,38 @@ class Compiler:
                 condition += f" AND {{x}}.unit = {self.bind(unit)}"
             ors.append(condition)
         return "search_quantity", " OR ".join(ors), False
+
+    def _near(self, param: SearchParameter, alias: str, key: str, modifier: str,
+              alternatives: list[str]) -> str:
+        """`near=latitude|longitude|distance|units` (Location.position, WGS84; search.html#special
+        and the Location-near definition): within that great-circle distance, kilometres
+        unless `units` says otherwise, NEAR_DEFAULT_KM when the distance is left out. An index
+        range on latitude first (and on longitude where the box does not cross ±180° or reach
+        a pole), then the exact distance (haversine on a sphere of the Earth's mean radius)."""
+        if modifier:
+            raise self._modifier_error(key, modifier, param)
+        ors = []
+        for text in alternatives:
+            latitude, longitude, kilometres = _near_value(key, text)
+            lat, lon, km = self.bind(latitude), self.bind(longitude), self.bind(kilometres)
+            degrees = kilometres / _KM_PER_DEGREE  # of latitude; of longitude at the equator
+            box = [f"{{x}}.latitude BETWEEN {self.bind(latitude - degrees)}"
+                   f" AND {self.bind(latitude + degrees)}"]
+            # The widest longitude of the circle (J. P. Matuschek, "Finding points within a
+            # distance of a latitude/longitude"), a hair wider for rounding; from 1 on, the
+            # circle holds a pole and every longitude (so does one past a quarter of the globe).
+            angle = kilometres / _EARTH_KM
+            reach = math.sin(angle) / math.cos(math.radians(latitude))
+            if angle < math.pi / 2 and reach < 1:
+                spread = math.degrees(math.asin(reach)) * 1.000001 + 1e-9
+                if longitude - spread >= -180 and longitude + spread <= 180:
+                    box.append(f"{{x}}.longitude BETWEEN {self.bind(longitude - spread)}"
+                               f" AND {self.bind(longitude + spread)}")
+            distance = (f"2 * {_EARTH_KM} * asin(least(1, sqrt(power(sin(radians({{x}}.latitude"
+                        f" - {lat}) / 2), 2) + cos(radians({lat})) * cos(radians({{x}}.latitude))"
+                        f" * power(sin(radians({{x}}.longitude - {lon}) / 2), 2))))")
+            ors.append(f"({' AND '.join(box)} AND {distance} <= {km})")
+        return self._exists("search_position", alias, param.code, " OR ".join(ors))
 
     def _composite(self, param: SearchParameter, alias: str, key: str, modifier: str,
                    alternatives: list[str]) -> str:

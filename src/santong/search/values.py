@@ -227,6 +227,18 @@ def number_values(node_type: str, value: Any) -> Iterator[tuple[Decimal, Decimal
             return
 
 
+def position_values(value: Any) -> Iterator[tuple[float, float]]:
+    """(latitude, longitude) of a Location.position (WGS84 degrees), when both are in range."""
+    if not isinstance(value, dict):
+        return
+    latitude, longitude = decimal_text(value.get("latitude")), decimal_text(value.get("longitude"))
+    if latitude is None or longitude is None:
+        return
+    lat, lon = float(latitude), float(longitude)
+    if -90 <= lat <= 90 and -180 <= lon <= 180:
+        yield lat, lon
+
+
 QuantityRow = tuple[str | None, str | None, Decimal, Decimal, Decimal, str | None,
                     Decimal | None]
 

@@ -22,7 +22,8 @@ _INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance
 _STARTED = instant(now())
 
 
-# Parameter types the search compiler answers; special ones (near) are not yet.
+# Parameter types the search compiler answers; of the special ones, those with an expression
+# (Location `near`), not `_filter`.
 SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri",
                              "composite"})
 _ROW_PARAMETERS = {"_id": "token", "_lastUpdated": "date", "_text": "string",
@@ -33,7 +34,9 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     params = []
     for code, param in sorted(parameters_for(resource_type).items()):
         kind = _ROW_PARAMETERS.get(code, param.type)
-        if code not in _ROW_PARAMETERS and param.type not in SUPPORTED_TYPES:
+        supported = param.type in SUPPORTED_TYPES or (
+            param.type == "special" and param.expression is not None)
+        if code not in _ROW_PARAMETERS and not supported:
             continue
         params.append({"name": code, "definition": param.url, "type": kind})
     return params
