@@ -393,3 +393,19 @@ async def test_every_pair_of_bounds_agrees_with_fhirpath(
             assert plain == want, (first, second)
             found_any += bool(want)
     assert found_any > 30, "too few pairs select anything to tell"
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.text(min_size=1, max_size=3), text=st.text(max_size=5))
+def test_a_prefix_range_holds_exactly_the_strings_it_starts(prefix: str, text: str) -> None:
+    """The bound range a string prefix searches the index with (santong.search.query,
+    _successor): in UTF-8 byte order, as PostgreSQL's pattern operators compare."""
+    from santong.search.query import _successor
+
+    upper = _successor(prefix)
+    for candidate in (text, prefix + text, prefix[:-1] + text):
+        if any("\ud800" <= c <= "\udfff" for c in candidate + prefix):
+            continue  # not encodable: no stored value holds a surrogate
+        encoded = candidate.encode()
+        within = prefix.encode() <= encoded and (upper is None or encoded < upper.encode())
+        assert within == candidate.startswith(prefix), (prefix, candidate, upper)

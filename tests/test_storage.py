@@ -41,3 +41,27 @@ async def test_date_searches_are_planned_for_their_values(database_url: str) -> 
     finally:
         await engine.dispose()
     assert (after_dates, after_token) == (0, 1)
+
+
+async def test_string_prefix_counts_keep_a_prepared_plan(database_url: str) -> None:
+    """A name's prefix goes in as a bound index range, so the engine's count of its matches is
+    one prepared statement PostgreSQL may plan once (on 10,000 patients, with a LIKE pattern
+    alone, it planned all twelve counts of a run anew); the search's own statement is planned
+    for its name, as the unnamed statement (prepared, it had got a generic plan)."""
+    from santong.search.engine import SearchSpec, search
+    from santong.storage.database import create_engine
+    from santong.storage.repository import Repository
+
+    plans = ("SELECT left(statement, 40), generic_plans FROM pg_prepared_statements WHERE"
+             " statement LIKE '%FROM search_' || 'string%'")
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with Repository(engine).reading() as tx:
+            for family in ("张", "王", "李", "赵", "钱", "孙", "周", "吴", "郑"):
+                await search(tx.connection, SearchSpec(types=["Patient"],
+                                                       params=[("family", family)]))
+            prepared = [tuple(row) for row in await tx.connection.execute(plans)]
+    finally:
+        await engine.dispose()
+    assert [p[0] for p in prepared] == ["SELECT count(*) FROM (SELECT x1.rid FROM"], prepared
+    assert prepared[0][1] > 0, prepared

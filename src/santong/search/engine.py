@@ -235,7 +235,8 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     total: int | None = None
     if spec.total == "accurate":
         count = f"SELECT count(*) FROM resource r WHERE {where}"
-        counted = await connection.execute(count, compiler.binds, custom_plan=custom)
+        counted = await connection.execute(count, compiler.binds,
+                                           custom_plan=custom or compiler.string_ranges)
         total = int(counted.scalar_one())
     elif spec.total == "estimate":
         plan = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM resource r WHERE {where}"
@@ -289,7 +290,8 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
             else:  # the matches are sparser than they seemed: the index-driven plan after all
                 rows = []
     if not rows:
-        rows = list(await connection.execute(sql, compiler.binds, custom_plan=custom))
+        rows = list(await connection.execute(sql, compiler.binds,
+                                              custom_plan=custom or compiler.string_ranges))
     page, more = rows[:spec.count], len(rows) > spec.count
     if backwards:
         page.reverse()

@@ -85,6 +85,18 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _successor(prefix: str) -> str | None:
+    """The least string above every string starting with `prefix` in code point (and so
+    UTF-8 byte) order: its last character, incremented. None when there is none."""
+    for cut in range(len(prefix), 0, -1):
+        point = ord(prefix[cut - 1]) + 1
+        if 0xD800 <= point <= 0xDFFF:  # surrogates are not characters
+            point = 0xE000
+        if point <= 0x10FFFF:
+            return prefix[:cut - 1] + chr(point)
+    return None
+
+
 def _split_prefix(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
         return value[:2], value[2:]
@@ -179,6 +191,10 @@ class Compiler:
         # Whether the SQL holds values whose selectivity decides its plan (date bounds, see
         # `_instant`): then it must be planned for them each time, not once for any.
         self.custom_plans = False
+        # Whether string prefixes went in as bound index ranges (`_string`): the search's own
+        # plan is then made for their values (how many a prefix matches decides it), while
+        # the engine's counts and walks, the same plan for any name, may keep a generic one.
+        self.string_ranges = False
         # Set while compiling a condition tested row by row in such a walk: index lookups go
         # by the row's rid only (not the value index, which a bad estimate could pick).
         self._per_row = False
@@ -348,8 +364,16 @@ class Compiler:
                 pattern = "%" + _like_prefix(folded) + "%"
                 ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
             else:
-                pattern = _like_prefix(folded) + "%"
-                ors.append(f"{{x}}.value LIKE {self.bind(pattern)}")
+                # The prefix's range in the index, bound: the plan is the same for any name,
+                # so PostgreSQL may keep one (with LIKE alone it planned every search, about
+                # as long as running it). LIKE stays the test.
+                pattern = f"{{x}}.value LIKE {self.bind(_like_prefix(folded) + '%')}"
+                upper = _successor(folded)
+                if upper is not None:
+                    self.string_ranges = True
+                    pattern = (f"{{x}}.value ~>=~ {self.bind(folded)} AND {{x}}.value ~<~"
+                               f" {self.bind(upper)} AND {pattern}")
+                ors.append(f"({pattern})")
         return "search_string", " OR ".join(ors) or "false", False
 
     def _token(self, param: SearchParameter, key: str, modifier: str,
