@@ -229,14 +229,14 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
                                                                  spec.types))
     where, compiled = compile_where(spec, compiler)
     custom = compiler.custom_plans  # planned for its values each time (Compiler.custom_plans)
+    planned = custom or compiler.string_ranges  # the search's own statements: see both flags
     if len(spec.types) == 1:  # narrowings are of one type's resources
         where += await _narrowed(connection, compiler.narrowings, compiler.binds)
     keys = _sort_keys(spec, compiler)
     total: int | None = None
     if spec.total == "accurate":
         count = f"SELECT count(*) FROM resource r WHERE {where}"
-        counted = await connection.execute(count, compiler.binds,
-                                           custom_plan=custom or compiler.string_ranges)
+        counted = await connection.execute(count, compiler.binds, custom_plan=planned)
         total = int(counted.scalar_one())
     elif spec.total == "estimate":
         plan = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM resource r WHERE {where}"
@@ -290,8 +290,7 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
             else:  # the matches are sparser than they seemed: the index-driven plan after all
                 rows = []
     if not rows:
-        rows = list(await connection.execute(sql, compiler.binds,
-                                              custom_plan=custom or compiler.string_ranges))
+        rows = list(await connection.execute(sql, compiler.binds, custom_plan=planned))
     page, more = rows[:spec.count], len(rows) > spec.count
     if backwards:
         page.reverse()
@@ -338,11 +337,16 @@ async def _narrowed(connection: Connection, narrowings: list[str],
     """Conditions to add to the WHERE: `r.rid = ANY(…)` for each narrowing that lists few."""
     added = ""
     for rids in narrowings:
-        count = f"SELECT count(*) FROM ({rids} LIMIT {_NARROW_ROWS}) n"
-        listed = await connection.execute(count, binds)
-        if int(listed.scalar_one()) < _NARROW_ROWS:
+        if await _count_up_to(connection, rids, _NARROW_ROWS, binds) < _NARROW_ROWS:
             added += f" AND r.rid = ANY(ARRAY({rids}))"
     return added
+
+
+async def _count_up_to(connection: Connection, rows: str, limit: int, binds: dict[str, Any],
+                       custom_plan: bool = False) -> int:
+    """How many rows the query `rows` gives, counted no further than `limit`."""
+    count = f"SELECT count(*) FROM ({rows} LIMIT {limit}) n"
+    return int((await connection.execute(count, binds, custom_plan=custom_plan)).scalar_one())
 
 
 async def _dense(connection: Connection, probes: list[Probe], binds: dict[str, Any],
@@ -354,9 +358,8 @@ async def _dense(connection: Connection, probes: list[Probe], binds: dict[str, A
     for probe in probes:
         if probe.matches is None:
             continue
-        count = f"SELECT count(*) FROM ({probe.matches} LIMIT {_DENSE_ROWS}) d"
-        counted_rows = await connection.execute(count, binds, custom_plan=custom_plan)
-        if int(counted_rows.scalar_one()) >= _DENSE_ROWS:
+        if await _count_up_to(connection, probe.matches, _DENSE_ROWS, binds,
+                              custom_plan) >= _DENSE_ROWS:
             counted = True
             break
     if counted and not others:

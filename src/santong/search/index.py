@@ -265,12 +265,10 @@ def with_spans(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     per bucket, see santong.search.query) whatever the values' number or order."""
     spans: dict[str, tuple[datetime, datetime]] = {}
     for code, low, high in rows:
-        first, last = min(low, high), max(low, high)
-        if code in spans:
-            first, last = min(first, spans[code][0]), max(last, spans[code][1])
-        spans[code] = first, last
-    return [(code, low, high, *spans[code], span_bucket(*spans[code]))
-            for code, low, high in rows]
+        first, last = spans.get(code, (low, high))
+        spans[code] = min(first, last, low, high), max(first, last, low, high)
+    columns = {code: (*span, span_bucket(*span)) for code, span in spans.items()}
+    return [(code, low, high, *columns[code]) for code, low, high in rows]
 
 
 # The columns of each index table after rid and resource_type, with their SQL types.

@@ -16,7 +16,7 @@ from decimal import InvalidOperation
 from typing import Any
 
 from santong import definitions
-from santong.fhir.datetimes import parse_range
+from santong.fhir.datetimes import EARLIEST, LATEST, parse_range
 from santong.fhir.outcome import FhirError, error
 from santong.search import transforms, ucum, values
 from santong.search.index import TABLES, span_bucket
@@ -117,8 +117,7 @@ def _instant(moment: datetime) -> str:
 
 
 # Span buckets (santong.search.index.span_bucket) up to the longest span there can be.
-_EARLIEST = datetime.min.replace(tzinfo=UTC)  # before any stored date
-_SPAN_BUCKETS = span_bucket(_EARLIEST, datetime.max.replace(tzinfo=UTC)) + 1
+_SPAN_BUCKETS = span_bucket(EARLIEST, LATEST) + 1
 
 
 # `near`: the distance when a search leaves it out (the spec leaves it to the server), the
@@ -535,7 +534,7 @@ class Compiler:
             try:
                 floors.append(earliest - timedelta(seconds=2 ** (bucket + 1)))
             except OverflowError:
-                floors.append(_EARLIEST)
+                floors.append(EARLIEST)  # before any stored date
         # OFFSET 0 keeps each bucket's range a scan of its own (not one join over all spans).
         return (f"SELECT n.rid FROM unnest(CAST({self.bind(floors)} AS timestamptz[]))"
                 f" WITH ORDINALITY AS v(floor, bucket) CROSS JOIN LATERAL (SELECT s.rid"
