@@ -17,6 +17,9 @@ from tests.test_transaction import (
     with_identifier,
 )
 
+from santong.api.app import create_app
+from santong.settings import Settings
+
 
 async def test_each_entry_succeeds_or_fails_on_its_own(client: httpx.AsyncClient) -> None:
     good, bad = unique("good"), unique("bad")
@@ -87,3 +90,24 @@ async def test_batch_conditional_create_and_reads(client: httpx.AsyncClient) -> 
     assert search["type"] == "searchset"
     assert [e["resource"]["id"] for e in search["entry"]
             if e["search"]["mode"] == "match"] == [location_id(entries[0])]
+
+
+async def test_bundles_close_the_connection_when_several_processes_serve(
+        database_url: str) -> None:
+    """With several server processes a Bundle's answer says `Connection: close`, so the
+    client's next Bundle goes to a process free to accept it; other answers keep the
+    connection, and a single process keeps every connection."""
+    for workers, expected in ((2, "close"), (1, None)):
+        app = create_app(Settings(workers=workers), database_url)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport,
+                                         base_url="http://testserver/fhir/") as client:
+                answer = await client.post("", json=bundle("batch", post(patient())))
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["entry"][0]["response"]["status"] == "201 Created"
+                assert answer.headers.get("connection") == expected
+                created = answer.json()["entry"][0]["response"]["location"].split("/_history")[0]
+                read = await client.get(created)
+                assert read.status_code == 200
+                assert "connection" not in read.headers

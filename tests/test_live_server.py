@@ -186,3 +186,19 @@ def test_graceful_shutdown_finishes_in_flight_requests(database_url: str, tmp_pa
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_kept_alive_client_sends_bundle_after_bundle(live_server: str) -> None:
+    """Bundles' answers may close the connection (several processes, see FhirRoutes): a
+    client holding one connection open carries on over a new one."""
+    with httpx.Client(base_url=f"{live_server}/fhir") as client:
+        for _ in range(3):
+            family = unique("kept")
+            answer = client.post("", json={"resourceType": "Bundle", "type": "transaction",
+                                           "entry": [{"resource": {
+                                               "resourceType": "Patient",
+                                               "name": [{"family": family}]},
+                                               "request": {"method": "POST", "url": "Patient"}}]})
+            assert answer.status_code == 200, answer.text
+            found = client.get("Patient", params={"family": family}).json()
+            assert [e["resource"]["name"][0]["family"] for e in found["entry"]] == [family]

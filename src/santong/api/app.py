@@ -31,7 +31,7 @@ from santong.fhir.router import Router
 from santong.search import ucum
 from santong.search.index import index_rows
 from santong.search.registry import CustomParameters
-from santong.settings import Settings, get_settings
+from santong.settings import Settings, get_settings, worker_count
 from santong.storage.database import create_engine
 from santong.storage.migrate import current_revision, head_revision
 from santong.storage.repository import Repository
@@ -125,6 +125,7 @@ class FhirRoutes:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.rebalance = worker_count(settings) > 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
@@ -162,6 +163,13 @@ class FhirRoutes:
         else:
             response = await scope["app"].state.router.handle(fhir_request)
         status, response_headers, body = to_http(fhir_request, response)
+        if self.rebalance and fhir_request.method == "POST" and not fhir_request.path:
+            # A batch or transaction Bundle is tens of milliseconds of one process's CPU. A
+            # client's kept-alive connections stay with the process that accepted them, often
+            # all with one (it accepts every waiting connection at once), leaving the other
+            # cores idle; closed after each Bundle, the next connection goes to whichever
+            # process is free to accept it first. Reconnecting costs far less than a Bundle.
+            response_headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status,
                     "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
