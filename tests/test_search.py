@@ -470,17 +470,17 @@ async def test_common_string_matches_walk_ids_in_order(
     async def pages(count: int) -> tuple[list[str], list[str]]:
         return await every_page(client, f"Patient?family={family}&_count={count}")
 
-    monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
+    monkeypatch.setattr(engine, "_dense_rows", lambda rows: 3)
     monkeypatch.setattr(engine, "_WALK_ROWS", 10**6)
     walked, sqls = await pages(3)
     assert walked == ids
     assert "LIMIT 1000000) r" in sqls[0]  # the first page came from the walk
     assert "(SELECT w.resource_type, w.id, w.rid, w.deleted FROM resource w" in sqls[0]
     assert "LIMIT 1000000) r" not in sqls[-1]  # the last (short) page did not
-    monkeypatch.setattr(engine, "_DENSE_ROWS", 10**6)  # never dense: the plain plan
+    monkeypatch.setattr(engine, "_dense_rows", lambda rows: 10**6)  # never dense
     plain, sqls = await pages(3)
     assert plain == ids and not any("LIMIT 1000000) r" in s for s in sqls)
-    monkeypatch.setattr(engine, "_DENSE_ROWS", 3)
+    monkeypatch.setattr(engine, "_dense_rows", lambda rows: 3)
     monkeypatch.setattr(engine, "_WALK_ROWS", 1)  # the walk too short: falls back at once
     assert (await pages(3))[0] == ids
     # With another condition the count alone does not decide: a sample of the walk must find

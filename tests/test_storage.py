@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
+
 
 async def test_repository_connections_run_without_jit(database_url: str) -> None:
     """JIT compilation is off on the pool's connections: on PostgreSQL builds with LLVM it
@@ -65,3 +69,35 @@ async def test_string_prefix_counts_keep_a_prepared_plan(database_url: str) -> N
         await engine.dispose()
     assert [p[0] for p in prepared] == ["SELECT count(*) FROM (SELECT x1.rid FROM"], prepared
     assert prepared[0][1] > 0, prepared
+
+
+async def test_dense_string_matches_scale_with_the_type(
+        database_url: str, client: httpx.AsyncClient) -> None:
+    """A string match counts as dense (walked in id order) from about √N index rows among N
+    resources of the type; N comes from the planner's statistics, or is counted for a type
+    they do not list, and is kept for a while."""
+    from santong.search import engine as search_engine
+    from santong.storage.database import create_engine
+    from santong.storage.repository import Repository
+
+    assert search_engine._dense_rows(0) == 50
+    assert search_engine._dense_rows(12_900) == 120
+    assert search_engine._dense_rows(214_600) == 510
+    assert search_engine._dense_rows(10_000_000) == 3480
+    assert (await client.post("Patient", json={"resourceType": "Patient"})).status_code == 201
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with Repository(engine).reading() as tx:
+            search_engine._type_rows_cache.pop("BiologicallyDerivedProduct", None)
+            # No resource of this type is ever stored by the tests: not in the statistics,
+            # and counted: none.
+            assert await search_engine._type_rows(
+                tx.connection, "BiologicallyDerivedProduct") == 0
+            expires, rows = search_engine._type_rows_cache["BiologicallyDerivedProduct"]
+            assert rows == 0 and expires > time.monotonic()
+            # Whether or not the statistics list Patient now, there is one.
+            await tx.connection.execute("ANALYZE resource")
+            search_engine._type_rows_cache.pop("Patient", None)
+            assert await search_engine._type_rows(tx.connection, "Patient") > 0
+    finally:
+        await engine.dispose()

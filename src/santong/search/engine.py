@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import itertools
+import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -278,8 +280,9 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
                     f" LIMIT {rows}) r WHERE ({walk_where}) IS TRUE")
 
         others = len(compiled.applied) > len(compiler.probes)  # conditions besides probes
+        dense_rows = _dense_rows(await _type_rows(connection, spec.types[0]))
         if await _dense(connection, compiler.probes, compiler.binds, walk(_SAMPLE_ROWS),
-                        others, custom):
+                        others, custom, dense_rows):
             limit = f"ORDER BY r.id LIMIT {int(spec.count) + 1}"
             walk_sql = (f"{select} {walk(_WALK_ROWS)} {limit}" if not slim else
                         f"{select} (SELECT f.* FROM (SELECT r.rid FROM {walk(_WALK_ROWS)} {limit})"
@@ -310,12 +313,12 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
 # sort) and testing each, for at most _WALK_ROWS of them: then a first page costs about
 # count / density rows, not a fetch and sort of every match. PostgreSQL cannot choose that
 # plan itself when it underestimates the matches, and must not be offered it when they are
-# few (it would walk every resource). Dense means: a string match with at least _DENSE_ROWS
-# index rows, or a `_has` whose search matches _SAMPLE_MATCHES of the first _SAMPLE_ROWS
-# walked (one resource in fifty or more; then walking costs about 12 µs a row, against some
-# 25 µs for each match the index-driven plan reads). A string match with other conditions
-# (`family=王&identifier=…`) must pass the sample too: the walk tests all of them.
-_DENSE_ROWS = 500
+# few (it would walk every resource). Dense means: a string match with at least
+# _dense_rows(N) index rows among N resources of the type, or a `_has` whose search matches
+# _SAMPLE_MATCHES of the first _SAMPLE_ROWS walked (one resource in fifty or more; then
+# walking costs about 12 µs a row, against some 25 µs for each match the index-driven plan
+# reads). A string match with other conditions (`family=王&identifier=…`) must pass the
+# sample too: the walk tests all of them.
 # The resource key index's columns (resource_type, id INCLUDE rid, deleted), as a walk reads them.
 _KEY_COLUMNS = frozenset({"resource_type", "id", "rid", "deleted"})
 _WALKED = "w.resource_type, w.id, w.rid, w.deleted"
@@ -323,6 +326,50 @@ _ROW_COLUMN = re.compile(r"\br\.(\w+)")
 _WALK_ROWS = 10000
 _SAMPLE_ROWS = 100
 _SAMPLE_MATCHES = 2
+
+
+
+
+def _dense_rows(type_rows: int) -> int:
+    """How many index rows make a string match dense among `type_rows` resources.
+
+    The walk reads about count × N / m ids to find a page of m matches among N; the
+    index-driven plan fetches and sorts all m (3–9 µs each), so they cost the same near
+    m ≈ √N. Family names timed both ways: even at about 100 matches among 12,900 Patients,
+    about 530 among 214,600. In tens, so the count's SQL changes rarely as data grows.
+    """
+    return max(50, int(round(1.1 * math.sqrt(max(type_rows, 0)), -1)))
+
+
+# The type's live resources as the planner's statistics estimate them (the row count of
+# `resource` times the type's share among its most common values), when they know the type.
+_TYPE_ROWS_ESTIMATE = text(
+    "SELECT CAST(c.reltuples * m.share AS bigint) FROM pg_class c JOIN pg_stats s"
+    " ON s.schemaname = current_schema() AND s.tablename = c.relname"
+    " CROSS JOIN unnest(CAST(CAST(s.most_common_vals AS text) AS text[]), s.most_common_freqs)"
+    " AS m(value, share)"
+    " WHERE c.oid = CAST('resource' AS regclass) AND s.attname = 'resource_type'"
+    " AND c.reltuples > 0 AND m.value = :t"
+)
+_TYPE_ROWS_COUNTED = 250_000  # a type the statistics do not list is counted, this far
+_TYPE_ROWS_SECONDS = 300.0  # an estimate is kept this long (it only chooses between plans)
+_type_rows_cache: dict[str, tuple[float, int]] = {}
+
+
+async def _type_rows(connection: Connection, resource_type: str) -> int:
+    """About how many resources of the type there are (cached per process for a while)."""
+    cached = _type_rows_cache.get(resource_type)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    estimate = (await connection.execute(_TYPE_ROWS_ESTIMATE, {"t": resource_type})).first()
+    if estimate is not None and estimate[0] is not None:
+        rows = int(estimate[0])
+    else:
+        rows = await _count_up_to(
+            connection, "SELECT 1 FROM resource r WHERE r.resource_type = :_type_rows_t"
+            " AND NOT r.deleted", _TYPE_ROWS_COUNTED, {"_type_rows_t": resource_type})
+    _type_rows_cache[resource_type] = (time.monotonic() + _TYPE_ROWS_SECONDS, rows)
+    return rows
 
 
 # A narrowing (Compiler.narrowings) listing fewer rids than this becomes the search's
@@ -350,16 +397,16 @@ async def _count_up_to(connection: Connection, rows: str, limit: int, binds: dic
 
 
 async def _dense(connection: Connection, probes: list[Probe], binds: dict[str, Any],
-                 sample: str, others: bool, custom_plan: bool) -> bool:
+                 sample: str, others: bool, custom_plan: bool, dense_rows: int) -> bool:
     """Whether the search's matches are dense enough to walk ids for (see above); `sample`
     is the walk's first rows, `others` whether conditions other than the probes apply;
-    `custom_plan` as for Connection.execute."""
+    `custom_plan` as for Connection.execute; `dense_rows` from _dense_rows."""
     counted = False
     for probe in probes:
         if probe.matches is None:
             continue
-        if await _count_up_to(connection, probe.matches, _DENSE_ROWS, binds,
-                              custom_plan) >= _DENSE_ROWS:
+        if await _count_up_to(connection, probe.matches, dense_rows, binds,
+                              custom_plan) >= dense_rows:
             counted = True
             break
     if counted and not others:
