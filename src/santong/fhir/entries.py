@@ -173,7 +173,9 @@ def response_entry(response: FhirResponse, method: str = "") -> dict[str, Any]:
         answer["location"] = headers["Location"]
     if "ETag" in headers:
         answer["etag"] = headers["ETag"]
-    if "Last-Modified" in headers:
+    if response.last_modified is not None:
+        answer["lastModified"] = instant(response.last_modified)  # to the millisecond
+    elif "Last-Modified" in headers:
         moment = parse_http_date(headers["Last-Modified"])
         if moment is not None:
             answer["lastModified"] = instant(moment)

@@ -47,12 +47,15 @@ def write_result(
     headers = version_headers(stored)
     headers["Location"] = location(request, stored)
     preference = prefer_return(request)
+    moment = stored.last_updated
     if preference == "minimal":
-        return FhirResponse(status, headers=headers)
+        return FhirResponse(status, headers=headers, last_modified=moment)
     if preference == "OperationOutcome":
-        return FhirResponse(status, resource=information(message), headers=headers)
+        return FhirResponse(status, resource=information(message), headers=headers,
+                            last_modified=moment)
     assert stored.content is not None
-    return FhirResponse(status, body=stored.content.encode(), headers=headers)
+    return FhirResponse(status, body=stored.content.encode(), headers=headers,
+                        last_modified=moment)
 
 
 def _subset(resource: dict[str, Any], keep: set[str] | frozenset[str]) -> dict[str, Any]:
@@ -107,6 +110,8 @@ def read_result(request: FhirRequest, stored: StoredVersion) -> FhirResponse:
         raise error(400, "invalid", "_summary=count applies to searches, not reads",
                     expression="_summary")
     if summary in (None, "false") and not elements:
-        return FhirResponse(200, body=stored.content.encode(), headers=headers)
+        return FhirResponse(200, body=stored.content.encode(), headers=headers,
+                            last_modified=stored.last_updated)
     resource = apply_subsetting(jsonio.loads(stored.content), summary, elements)
-    return FhirResponse(200, resource=resource, headers=headers)
+    return FhirResponse(200, resource=resource, headers=headers,
+                        last_modified=stored.last_updated)

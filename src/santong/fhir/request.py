@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from santong.fhir.context import RequestContext
@@ -44,3 +45,6 @@ class FhirResponse:
     resource: Any = None
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # The version's lastUpdated behind `Last-Modified` (which has whole seconds only), for a
+    # Bundle entry's `response.lastModified`.
+    last_modified: datetime | None = None

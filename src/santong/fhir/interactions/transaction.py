@@ -183,6 +183,7 @@ async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> F
         for index, first in plan.same_as.items():
             # A repeated conditional create finds what the first one created.
             done = responses[first]
-            responses[index] = FhirResponse(200, done.resource, done.body, dict(done.headers))
+            responses[index] = FhirResponse(200, done.resource, done.body, dict(done.headers),
+                                             done.last_modified)
     answers = [response_entry(responses[entry.index], entry.method) for entry in entries]
     return FhirResponse(200, resource=response_bundle("transaction-response", answers))
