@@ -292,16 +292,18 @@ def rewrite_references(
     entry: Entry,
     identities: dict[str, str],
     resolve: Callable[[str], str | None],
+    slots: tuple[list[tuple[dict[str, Any], str]], Callable[[], None]] | None = None,
 ) -> None:
     """Point every reference of the entry's resource at the ids assigned or resolved.
 
     `identities` maps fullUrls to `Type/id`; `resolve` answers references that are not
     fullUrls (conditional ones) or None to leave them. Placeholders (`urn:uuid:`) that name
-    no entry are an error: they cannot mean anything outside this Bundle.
+    no entry are an error: they cannot mean anything outside this Bundle. `slots`: the
+    entry's reference_slots, when the caller has them.
     """
-    slots, done = reference_slots(entry)
+    holders, done = slots or reference_slots(entry)
     base = base_of(entry.full_url)
-    for holder, key in slots:
+    for holder, key in holders:
         reference: str = holder[key]
         target = identities.get(reference)
         if target is None and base and _RELATIVE_REFERENCE.match(reference):
@@ -355,13 +357,14 @@ async def resolve_all_conditional(
     is False: a transaction tries it again once the Bundle's other creates are written.
     """
     complete = True
-    for holder, key in reference_slots(entry)[0]:
+    slots = reference_slots(entry)  # one walk of the resource serves both steps
+    for holder, key in slots[0]:
         reference = holder[key]
         if reference not in identities and _CONDITIONAL_REFERENCE.match(reference):
             found = await resolve_conditional_reference(call, reference, cache,
                                                         missing_ok=missing_ok)
             complete = complete and found is not None
-    rewrite_references(entry, identities, lambda ref: _cached(ref, cache))
+    rewrite_references(entry, identities, lambda ref: _cached(ref, cache), slots)
     return complete
 
 
