@@ -328,8 +328,6 @@ _SAMPLE_ROWS = 100
 _SAMPLE_MATCHES = 2
 
 
-
-
 def _dense_rows(type_rows: int) -> int:
     """How many index rows make a string match dense among `type_rows` resources.
 
