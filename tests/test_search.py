@@ -682,6 +682,49 @@ def _great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
 
 
+async def test_near_matches_report_their_distance(client: httpx.AsyncClient) -> None:
+    """A match found with `near` carries the location-distance extension on its
+    Bundle.entry.search: the distance from the nearest point searched, in that point's units
+    (UCUM); other searches, `near:missing` and included resources carry none."""
+    tag = unique("dist")
+    at = {"clinic": (30.02, 120.0), "centre": (30.1, 120.1)}
+    for name, (lat, lon) in at.items():
+        response = await client.put(f"Location/{tag}-{name}", json={
+            "resourceType": "Location", "id": f"{tag}-{name}", "name": name,
+            "meta": {"tag": [{"system": TAG, "code": tag}]},
+            "position": {"latitude": lat, "longitude": lon}})
+        assert response.status_code == 201, response.text
+
+    async def distances(params: dict[str, str]) -> dict[str, Any]:
+        response = await client.get("Location", params={"_tag": f"{TAG}|{tag}", **params})
+        assert response.status_code == 200, response.text
+        return {e["resource"]["id"].removeprefix(f"{tag}-"): e["search"].get("extension")
+                for e in response.json().get("entry", []) if e["search"]["mode"] == "match"}
+
+    url = "http://hl7.org/fhir/StructureDefinition/location-distance"
+    found = await distances({"near": "30|120|20|km"})
+    assert set(found) == {"clinic", "centre"}
+    for name, extensions in found.items():
+        assert [e["url"] for e in extensions] == [url]
+        distance = extensions[0]["valueDistance"]
+        assert (distance["unit"], distance["code"], distance["system"]) == (
+            "km", "km", "http://unitsofmeasure.org")
+        assert distance["value"] == pytest.approx(_great_circle_km((30, 120), at[name]),
+                                                  abs=1e-5)
+    assert 2.2 < found["clinic"][0]["valueDistance"]["value"] < 2.3
+    # Metres; and with two points, the distance from the nearer one, in its units.
+    metres = (await distances({"near": "30|120|3000|m"}))["clinic"][0]["valueDistance"]
+    assert metres["code"] == "m" and 2200 < metres["value"] < 2300
+    two = await distances({"near": "30|120|2|[mi_i],30.1|120.1|1|km"})
+    assert two["centre"][0]["valueDistance"] == {
+        "value": 0.0, "unit": "km", "system": "http://unitsofmeasure.org", "code": "km"}
+    assert two["clinic"][0]["valueDistance"]["code"] == "[mi_i]"
+    assert two["clinic"][0]["valueDistance"]["value"] == pytest.approx(
+        _great_circle_km((30, 120), at["clinic"]) / 1.609344, abs=1e-5)
+    assert await distances({"name": "clinic"}) == {"clinic": None}
+    assert set((await distances({"near:missing": "false"})).values()) == {None}
+
+
 async def test_near_finds_locations_within_the_distance(client: httpx.AsyncClient) -> None:
     """`near=latitude|longitude|distance|units` on Location.position: what lies within that
     great-circle distance (km unless units say otherwise), across ±180° and near a pole too;

@@ -19,6 +19,7 @@ from santong import definitions
 from santong.fhir.datetimes import EARLIEST, LATEST, parse_range
 from santong.fhir.outcome import FhirError, error
 from santong.search import transforms, ucum, values
+from santong.search.extract import ExtractionError, extract
 from santong.search.index import TABLES, span_bucket
 from santong.search.parameters import SearchParameter, by_url, get
 
@@ -152,6 +153,52 @@ def _near_value(key: str, text: str) -> tuple[float, float, float]:
         raise error(400, "invalid", f"{key}: the distance must be a number of 0 or more",
                     expression=key)
     return latitude, longitude, distance * _NEAR_UNITS[units]
+
+
+# The UCUM code of each `near` unit, for the distance a searchset reports.
+_NEAR_UCUM = {"km": "km", "m": "m", "[mi_i]": "[mi_i]", "mi": "[mi_i]", "[nmi_i]": "[nmi_i]"}
+LOCATION_DISTANCE = "http://hl7.org/fhir/StructureDefinition/location-distance"
+
+
+def _great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The haversine distance, as the SQL of Compiler._near computes it."""
+    h = (math.sin(math.radians(lat2 - lat1) / 2) ** 2 + math.cos(math.radians(lat1))
+         * math.cos(math.radians(lat2)) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * _EARTH_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def near_distance(resource_type: str, params: list[tuple[str, str]],
+                  resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The `location-distance` extension of a match found with `near`: its distance from the
+    nearest point the search names, in that point's units (a Distance); None without `near`.
+
+    http://hl7.org/fhir/R4/extension-location-distance.html (on Bundle.entry.search)
+    """
+    nearest: tuple[float, str] | None = None
+    for key, value in params:
+        code, _, modifier = key.partition(":")
+        param = get(resource_type, code)
+        if modifier or param is None or param.type != "special" or param.expression is None:
+            continue
+        try:
+            positions = [p for node in extract(resource, param)
+                         for p in values.position_values(node.value)]
+        except ExtractionError:
+            continue
+        for text in split_values(value):
+            latitude, longitude, _ = _near_value(key, text)
+            parts = text.split("|")
+            units = parts[3] if len(parts) > 3 and parts[3] else "km"
+            for position in positions:
+                kilometres = _great_circle_km(latitude, longitude, *position)
+                if nearest is None or kilometres < nearest[0]:
+                    nearest = kilometres, units
+    if nearest is None:
+        return None
+    kilometres, units = nearest
+    return {"url": LOCATION_DISTANCE, "valueDistance": {
+        "value": round(kilometres / _NEAR_UNITS[units], 6), "unit": _NEAR_UCUM[units],
+        "system": ucum.UCUM, "code": _NEAR_UCUM[units]}}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from santong.fhir.outcome import Issue, error, operation_outcome
 from santong.fhir.representation import apply_subsetting, summary_and_elements
 from santong.fhir.request import FhirResponse
 from santong.search.engine import SearchResult, SearchSpec, parse_list, search
+from santong.search.query import near_distance
 from santong.storage.repository import StoredVersion
 
 _FORM = "application/x-www-form-urlencoded"
@@ -78,15 +79,22 @@ def _spec(call: Call, types: list[str], params: list[tuple[str, str]]) -> Search
 
 
 def _entry(call: Call, stored: StoredVersion, mode: str, summary: str | None,
-           elements: list[str]) -> dict[str, Any]:
+           elements: list[str], near: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A searchset entry; `near`: the search's `near` parameters, whose distance a match
+    reports (the location-distance extension)."""
     assert stored.content is not None
     resource: Any = stored.content
     if summary not in (None, "false") or elements:
         resource = apply_subsetting(jsonio.loads(stored.content), summary, elements)
+    search: dict[str, Any] = {"mode": mode}
+    if near:
+        distance = near_distance(stored.resource_type, near, jsonio.loads(stored.content))
+        if distance is not None:
+            search["extension"] = [distance]
     return {
         "fullUrl": f"{call.request.base_url}/{stored.resource_type}/{stored.id}",
         "resource": resource_fragment(resource),
-        "search": {"mode": mode},
+        "search": search,
     }
 
 
@@ -100,7 +108,8 @@ def _bundle(call: Call, params: list[tuple[str, str]], result: SearchResult,
                                        [*echoed, ("_cursor", result.previous_cursor)])))
     if result.next_cursor:
         links.append(("next", link(call.request, [*echoed, ("_cursor", result.next_cursor)])))
-    entries = [_entry(call, m, "match", summary, elements) for m in result.matches]
+    near = [(k, v) for k, v in result.applied if k == "near"]
+    entries = [_entry(call, m, "match", summary, elements, near) for m in result.matches]
     entries += [_entry(call, i, "include", summary, elements) for i in result.included]
     if result.ignored:
         entries.append({"resource": operation_outcome([Issue(
