@@ -682,18 +682,24 @@ def _great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
 
 
+async def put_locations(client: httpx.AsyncClient, tag: str,
+                        sites: dict[str, tuple[float, float]]) -> None:
+    """A tagged Location `{tag}-{name}` at each (latitude, longitude)."""
+    for name, (lat, lon) in sites.items():
+        response = await client.put(f"Location/{tag}-{name}", json={
+            "resourceType": "Location", "id": f"{tag}-{name}", "name": name,
+            "meta": {"tag": [{"system": TAG, "code": tag}]},
+            "position": {"latitude": lat, "longitude": lon}})
+        assert response.status_code == 201, response.text
+
+
 async def test_near_matches_report_their_distance(client: httpx.AsyncClient) -> None:
     """A match found with `near` carries the location-distance extension on its
     Bundle.entry.search: the distance from the nearest point searched, in that point's units
     (UCUM); other searches, `near:missing` and included resources carry none."""
     tag = unique("dist")
     at = {"clinic": (30.02, 120.0), "centre": (30.1, 120.1)}
-    for name, (lat, lon) in at.items():
-        response = await client.put(f"Location/{tag}-{name}", json={
-            "resourceType": "Location", "id": f"{tag}-{name}", "name": name,
-            "meta": {"tag": [{"system": TAG, "code": tag}]},
-            "position": {"latitude": lat, "longitude": lon}})
-        assert response.status_code == 201, response.text
+    await put_locations(client, tag, at)
 
     async def distances(params: dict[str, str]) -> dict[str, Any]:
         response = await client.get("Location", params={"_tag": f"{TAG}|{tag}", **params})
@@ -735,12 +741,7 @@ async def test_near_finds_locations_within_the_distance(client: httpx.AsyncClien
         "remote": (31.0, 121.0), "east": (0.0, 179.99), "west": (0.0, -179.99),
         "north": (89.99, 10.0), "pole": (89.99, -170.0),
     }
-    for name, (lat, lon) in sites.items():
-        response = await client.put(f"Location/{tag}-{name}", json={
-            "resourceType": "Location", "id": f"{tag}-{name}", "name": name,
-            "meta": {"tag": [{"system": TAG, "code": tag}]},
-            "position": {"latitude": lat, "longitude": lon}})
-        assert response.status_code == 201, response.text
+    await put_locations(client, tag, sites)
     nowhere = await client.put(f"Location/{tag}-nowhere", json={
         "resourceType": "Location", "id": f"{tag}-nowhere", "name": "no position",
         "meta": {"tag": [{"system": TAG, "code": tag}]}})
