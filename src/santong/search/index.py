@@ -235,7 +235,7 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
             # A value the expression cannot evaluate on is not indexed, like a missing one.
             log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue
-        if param.type == "special":  # `near`: positions (no other special has an expression)
+        if param.positional:  # `near`: positions
             rows.position += [(code, *position) for node in nodes
                               for position in values.position_values(node.value)]
             continue

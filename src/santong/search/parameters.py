@@ -71,6 +71,12 @@ class SearchParameter:
     multiple_and: bool | None = None
     custom: bool = False  # registered at run time, not from the R4 package
 
+    @property
+    def positional(self) -> bool:
+        """A special parameter searched by position (Location `near`): the only special ones
+        with an expression (`_filter` has none)."""
+        return self.type == "special" and self.expression is not None
+
 
 class InvalidSearchParameter(ValueError):
     """A SearchParameter resource that cannot be registered."""

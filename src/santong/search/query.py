@@ -129,8 +129,9 @@ _EARTH_KM = 6371.0088
 _KM_PER_DEGREE = math.pi * _EARTH_KM / 180
 
 
-def _near_value(key: str, text: str) -> tuple[float, float, float]:
-    """(latitude, longitude, kilometres) of a `near` value, or a 400 naming the parameter."""
+def _near_value(key: str, text: str) -> tuple[float, float, float, str]:
+    """(latitude, longitude, kilometres, units as given) of a `near` value, or a 400 naming
+    the parameter."""
     parts = text.split("|")
     try:
         if not 2 <= len(parts) <= 4:
@@ -148,11 +149,11 @@ def _near_value(key: str, text: str) -> tuple[float, float, float]:
         raise error(400, "invalid", f"{key}: unknown distance units {units!r} (km, m, [mi_i],"
                     " [nmi_i])", expression=key)
     if distance is None:
-        return latitude, longitude, NEAR_DEFAULT_KM
+        return latitude, longitude, NEAR_DEFAULT_KM, units
     if not 0 <= distance < math.inf:
         raise error(400, "invalid", f"{key}: the distance must be a number of 0 or more",
                     expression=key)
-    return latitude, longitude, distance * _NEAR_UNITS[units]
+    return latitude, longitude, distance * _NEAR_UNITS[units], units
 
 
 # The UCUM code of each `near` unit, for the distance a searchset reports.
@@ -178,7 +179,7 @@ def near_distance(resource_type: str, params: list[tuple[str, str]],
     for key, value in params:
         code, _, modifier = key.partition(":")
         param = get(resource_type, code)
-        if modifier or param is None or param.type != "special" or param.expression is None:
+        if modifier or param is None or not param.positional:
             continue
         try:
             positions = [p for node in extract(resource, param)
@@ -186,9 +187,7 @@ def near_distance(resource_type: str, params: list[tuple[str, str]],
         except ExtractionError:
             continue
         for text in split_values(value):
-            latitude, longitude, _ = _near_value(key, text)
-            parts = text.split("|")
-            units = parts[3] if len(parts) > 3 and parts[3] else "km"
+            latitude, longitude, _, units = _near_value(key, text)
             for position in positions:
                 kilometres = _great_circle_km(latitude, longitude, *position)
                 if nearest is None or kilometres < nearest[0]:
@@ -310,7 +309,7 @@ class Compiler:
                         expression=key)
         if param.type == "composite":
             return self._composite(param, alias, key, modifier, alternatives)
-        if param.type == "special" and param.expression is not None:
+        if param.positional:
             return self._near(param, alias, key, modifier, alternatives)
         if param.type not in _TABLE:
             raise UnknownParameter(
@@ -381,7 +380,7 @@ class Compiler:
         if value not in ("true", "false"):
             raise error(400, "invalid", f"{key} takes true or false, not {value!r}",
                         expression=key)
-        table = "search_position" if param.type == "special" else _TABLE.get(param.type)
+        table = "search_position" if param.positional else _TABLE.get(param.type)
         if table is None or param.expression is None:
             raise UnknownParameter(f"{key} is not supported for {param.type} parameters")
         return self._exists(table, alias, param.code, "true", negate=value == "true")
@@ -708,7 +707,7 @@ class Compiler:
             raise self._modifier_error(key, modifier, param)
         ors = []
         for text in alternatives:
-            latitude, longitude, kilometres = _near_value(key, text)
+            latitude, longitude, kilometres, _ = _near_value(key, text)
             lat, lon, km = self.bind(latitude), self.bind(longitude), self.bind(kilometres)
             degrees = kilometres / _KM_PER_DEGREE  # of latitude; of longitude at the equator
             box = [f"{{x}}.latitude BETWEEN {self.bind(latitude - degrees)}"

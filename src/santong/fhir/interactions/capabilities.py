@@ -34,9 +34,8 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     params = []
     for code, param in sorted(parameters_for(resource_type).items()):
         kind = _ROW_PARAMETERS.get(code, param.type)
-        supported = param.type in SUPPORTED_TYPES or (
-            param.type == "special" and param.expression is not None)
-        if code not in _ROW_PARAMETERS and not supported:
+        if code not in _ROW_PARAMETERS and not (param.type in SUPPORTED_TYPES
+                                                or param.positional):
             continue
         params.append({"name": code, "definition": param.url, "type": kind})
     return params
