@@ -259,6 +259,27 @@ async def test_a_consent_that_does_not_cover_the_receiver_shares_nothing(
                           [("subject", f"Patient/{c['patient']['id']}")]) == []
 
 
+async def test_the_covering_consent_is_found_among_many(client: httpx.AsyncClient) -> None:
+    """Consents the search cannot rule out (naming the community, but expired) come first in
+    id order, more than a hundred (the old single page): the covering one after them is found."""
+    c = await _community(client)
+    prefix = unique("consent")
+    expired = _consent(c, c["alliance"])
+    expired["provision"]["period"] = {"start": "2020-01-01", "end": "2021-01-01"}
+    entries = [{"resource": {**expired, "id": f"{prefix}-a{n:03}"},
+                "request": {"method": "PUT", "url": f"Consent/{prefix}-a{n:03}"}}
+               for n in range(105)]
+    entries.append({"resource": {**_consent(c, c["alliance"]), "id": f"{prefix}-z"},
+                    "request": {"method": "PUT", "url": f"Consent/{prefix}-z"}})
+    for start in range(0, len(entries), 40):  # within the test server's body limit
+        response = await client.post("", json={"resourceType": "Bundle", "type": "transaction",
+                                               "entry": entries[start:start + 40]})
+        assert response.status_code == 200, response.text
+    task = await _accept(client, c, c["hospital"])
+    [grant] = [g for g in await _grants(client, c["hospital"]) if g.task_id == task["id"]]
+    assert grant.consent_id == f"{prefix}-z"
+
+
 async def _grants(client: httpx.AsyncClient, organization: dict[str, Any]
                   ) -> list[access.Grant]:
     router = client._transport.app.state.router  # type: ignore[attr-defined]

@@ -96,8 +96,14 @@ async def sharing_consent(tx: Transaction, patient_id: str, organization_id: str
     """The patient's active sharing Consent covering the organization, if any."""
     organizations = await community.belongs_to(tx, organization_id)
     now = datetime.now(UTC)
-    for consent in await community.search(tx, "Consent", [
-            ("patient", f"Patient/{patient_id}"), ("status", "active")]):
+    # The search narrows to Consents naming one of the organizations (Consent-actor is the
+    # top-level provision's actors, as `covers` reads them); `covers` checks the rest. A
+    # patient may hold many, and the covering one may come late in id order: pages are read
+    # until one covers.
+    criteria = [("patient", f"Patient/{patient_id}"), ("status", "active"),
+                ("scope", "|".join(SHARING_SCOPE)),
+                ("actor", ",".join(f"Organization/{o}" for o in sorted(organizations)))]
+    async for consent in community.every_match(tx, "Consent", criteria):
         if covers(consent, organizations, now):
             return consent
     return None

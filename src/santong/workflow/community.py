@@ -10,6 +10,7 @@ of them as recipient covers it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -21,15 +22,31 @@ MAX_PART_OF = 5  # departments of departments of a hospital, at most
 
 
 async def search(tx: Transaction, resource_type: str, params: list[tuple[str, str]],
-                 limit: int = 100, *, queued: bool = True) -> list[dict[str, Any]]:
-    """Live resources matching search parameters, within the transaction. The parameters
-    are the workflow's own, of `resource_type` alone (no chains or `_has`): only queued writes
-    of that type need flushing first, and none when `queued` is False (the caller knows them)."""
+                 limit: int = 100, *, after: str | None = None, queued: bool = True
+                 ) -> list[dict[str, Any]]:
+    """Live resources matching search parameters, within the transaction, in id order (after
+    the id `after`: the next page). The parameters are the workflow's own, of `resource_type`
+    alone (no chains or `_has`): only queued writes of that type need flushing first, and none
+    when `queued` is False (the caller knows them)."""
     compiled = Compiler().compile(resource_type, params, strict=True)
     if queued:
         await tx.flush_for(resource_type)
-    found = await tx.search_current(resource_type, compiled.conditions, limit, flush=False)
+    found = await tx.search_current(resource_type, compiled.conditions, limit, after,
+                                    flush=False)
     return [orjson.loads(v.content) for v in found if v.content]
+
+
+async def every_match(tx: Transaction, resource_type: str, params: list[tuple[str, str]],
+                      page: int = 20) -> AsyncIterator[dict[str, Any]]:
+    """Every live resource matching the parameters (as `search`), fetched a page at a time:
+    a caller that stops early reads no more, and none is cut off by a page size."""
+    after: str | None = None
+    while found := await search(tx, resource_type, params, page, after=after):
+        for resource in found:
+            yield resource
+        if len(found) < page:
+            return
+        after = found[-1]["id"]
 
 
 async def read(tx: Transaction, resource_type: str, id: str) -> dict[str, Any] | None:
@@ -66,7 +83,8 @@ async def affiliations(tx: Transaction, organization_ids: list[str]) -> list[dic
     targets = ",".join(f"Organization/{i}" for i in organization_ids)
     found: dict[str, dict[str, Any]] = {}
     for side in ("participating-organization", "primary-organization"):
-        for affiliation in await search(tx, "OrganizationAffiliation", [(side, targets)]):
+        async for affiliation in every_match(tx, "OrganizationAffiliation", [(side, targets)],
+                                             100):
             if affiliation.get("active", True) is not False:
                 found[affiliation["id"]] = affiliation
     return list(found.values())
