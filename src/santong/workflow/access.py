@@ -96,13 +96,11 @@ async def sharing_consent(tx: Transaction, patient_id: str, organization_id: str
     """The patient's active sharing Consent covering the organization, if any."""
     organizations = await community.belongs_to(tx, organization_id)
     now = datetime.now(UTC)
-    # The search narrows to Consents naming one of the organizations (Consent-actor is the
-    # top-level provision's actors, as `covers` reads them); `covers` checks the rest. A
-    # patient may hold many, and the covering one may come late in id order: pages are read
-    # until one covers.
-    criteria = [("patient", f"Patient/{patient_id}"), ("status", "active"),
-                ("scope", "|".join(SHARING_SCOPE)),
-                ("actor", ",".join(f"Organization/{o}" for o in sorted(organizations)))]
+    # The patient's Consents, a page at a time until one covers (a patient may hold many, and
+    # the covering one may come late in id order). Only the patient is searched: the other
+    # criteria (scope, actor) match thousands of Consents each, which PostgreSQL's statistics
+    # do not tell, and a plan starting from one of them walks them all.
+    criteria = [("patient", f"Patient/{patient_id}")]
     async for consent in community.every_match(tx, "Consent", criteria):
         if covers(consent, organizations, now):
             return consent
