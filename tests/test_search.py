@@ -112,6 +112,8 @@ async def clinic(client: httpx.AsyncClient, people: str) -> str:
     await put_all(client, tag, [
         {"resourceType": "Encounter", "id": f"{tag}-e1", "status": "finished",
          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+         "type": [{"coding": [{"system": "urn:types", "code": "op", "display": "门诊"}],
+                   "text": "门诊"}],
          "subject": {"reference": patient},
          "period": {"start": "2024-05-11T09:00:00+08:00", "end": "2024-05-11T10:00:00+08:00"}},
         {"resourceType": "Observation", "id": f"{tag}-bp", "status": "final",
@@ -173,6 +175,9 @@ async def clinic(client: httpx.AsyncClient, people: str) -> str:
     ("Encounter", {"date": "2024-05"}, {"e1"}),
     ("Encounter", {"date": "ge2024-05-11T10:30:00+08:00"}, set()),
     ("Encounter", {"class": "AMB"}, {"e1"}),
+    # The concept's text is its coding's display: one row carries both.
+    ("Encounter", {"type:text": "门"}, {"e1"}),
+    ("Encounter", {"type:missing": "false", "type:not": "urn:types|op"}, set()),
     ("Patient", {"_has:Observation:subject:code": "8480-6"}, {"zs"}),
     ("Patient", {"_has:Observation:patient:_has:List:item:_id": "{t}-list"}, {"zs"}),
     ("RiskAssessment", {"probability": "0.35"}, {"ra"}),

@@ -651,3 +651,24 @@ def _as_multisets(rows: index.IndexRows) -> dict[str, Counter[tuple[Any, ...]]]:
 ])
 def test_first_elements_refuses_what_gives_values_from_nothing(expression: str) -> None:
     assert index.first_elements(expression) is None
+
+
+def test_a_concept_text_a_coding_already_carries_is_not_a_row_of_its_own() -> None:
+    """A CodeableConcept's text gets a text-only token row for `:text`, unless a coding's
+    display (normalised alike) is the same text: that coding's row already matches it."""
+    def type_rows(concept: dict[str, Any]) -> list[tuple[Any, ...]]:
+        encounter = {"resourceType": "Encounter", "id": "e", "status": "finished",
+                     "type": [concept]}
+        return sorted((r[1:] for r in index.index_rows(encounter).token if r[0] == "type"),
+                      key=repr)
+
+    outpatient = [{"system": "urn:types", "code": "op", "display": "门诊"},
+                  {"system": "urn:oid:2.16.156.10011.2.3.1.271", "code": "1",
+                   "display": "Outpatient"}]
+    assert type_rows({"coding": outpatient, "text": "门诊"}) == [
+        ("urn:oid:2.16.156.10011.2.3.1.271", "1", "outpatient", None, None),
+        ("urn:types", "op", "门诊", None, None)]
+    assert type_rows({"coding": outpatient, "text": "OUTPATIENT"}) == type_rows(
+        {"coding": outpatient})
+    assert (None, None, "门诊部", None, None) in type_rows({"coding": outpatient, "text": "门诊部"})
+    assert type_rows({"text": "门诊"}) == [(None, None, "门诊", None, None)]

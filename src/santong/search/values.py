@@ -113,10 +113,13 @@ def token_values(node_type: str, value: Any) -> Iterator[Token]:
         yield value.get("system"), value.get("code"), _norm(display), None, None
     elif node_type == "CodeableConcept" or "coding" in value:
         text = _norm(value.get("text"))
-        codings = [c for c in value.get("coding", []) if isinstance(c, dict)]
-        for coding in codings:
-            yield coding.get("system"), coding.get("code"), _norm(coding.get("display")), None, None
-        if text:
+        displays = set()
+        for coding in value.get("coding", []):
+            if isinstance(coding, dict):
+                display = _norm(coding.get("display"))
+                displays.add(display)
+                yield coding.get("system"), coding.get("code"), display, None, None
+        if text and text not in displays:  # a coding's row already carries that text
             yield None, None, text, None, None
     elif node_type == "Identifier":
         type_ = value.get("type") or {}
