@@ -82,6 +82,7 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from santong.api import processes
     from santong.api.app import FHIR_BASE, create_app
     from santong.storage.database import redact
 
@@ -104,8 +105,12 @@ def serve(args: argparse.Namespace) -> int:
     print(f"  processes:  {workers} (SANTONG_WORKERS)", flush=True)
     if workers > 1:
         os.environ["SANTONG_DATABASE_URL"] = url  # the workers import the app themselves
-        uvicorn.run("santong.api.app:create_app", factory=True, workers=workers,
-                    **common)  # type: ignore[arg-type]
+        if processes.supported():  # a listening socket per process (see santong.api.processes)
+            host, port = common.pop("host"), common.pop("port")
+            processes.serve(workers, host, port, common)  # type: ignore[arg-type]
+        else:
+            uvicorn.run(processes.APP, factory=True, workers=workers,
+                        **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(settings, url), **common)  # type: ignore[arg-type]
     return 0

@@ -165,10 +165,11 @@ class FhirRoutes:
         status, response_headers, body = to_http(fhir_request, response)
         if self.rebalance and fhir_request.method == "POST" and not fhir_request.path:
             # A batch or transaction Bundle is tens of milliseconds of one process's CPU. A
-            # client's kept-alive connections stay with the process that accepted them, often
-            # all with one (it accepts every waiting connection at once), leaving the other
-            # cores idle; closed after each Bundle, the next connection goes to whichever
-            # process is free to accept it first. Reconnecting costs far less than a Bundle.
+            # client's few kept-alive connections stay with the processes that accepted them,
+            # possibly all with one (behind uvicorn's shared socket, one process accepts every
+            # waiting connection; with a socket per process, santong.api.processes, the kernel
+            # may still hash them together), leaving other cores idle. Closed after each
+            # Bundle, the next connection is placed afresh. Reconnecting costs far less.
             response_headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status,
                     "headers": response_headers})
