@@ -3,7 +3,8 @@
 No validation, no versioning, no history, no search indexing: POST parses the JSON (the least a
 server must do), inserts one row (id, content text) and returns 201 with the body; GET selects
 it by id; PUT updates it; GET /ping answers without touching the database. Served by uvicorn
-(as many worker processes as `santong serve`, uvloop + httptools), with a pool of 10 connections.
+(as many worker processes as `santong serve`, each on its own socket where it can be, uvloop +
+httptools), with a pool of 10 connections.
 
 Usage: python bench/bare_app.py --port P --dsn postgresql://postgres@/db --host-dir SOCKETDIR
 """
@@ -21,6 +22,8 @@ import asyncpg
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request, Response
+
+from santong.api import processes
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS bare_resource (id text PRIMARY KEY, content text NOT NULL)"
 FHIR_JSON = "application/fhir+json"
@@ -96,8 +99,13 @@ def main() -> None:
                   server_header=False)
     if args.workers > 1:
         os.environ.update(BARE_DSN=args.dsn, BARE_HOST_DIR=args.host_dir or "")
-        uvicorn.run("bare_app:app_from_environment", factory=True, workers=args.workers,
-                    app_dir=str(Path(__file__).parent), **common)  # type: ignore[arg-type]
+        if processes.supported():  # a listening socket per process, as `santong serve`
+            host, port = common.pop("host"), common.pop("port")
+            processes.serve(args.workers, host, port, common, app="bare_app:app_from_environment",
+                            app_dir=str(Path(__file__).parent))  # type: ignore[arg-type]
+        else:
+            uvicorn.run("bare_app:app_from_environment", factory=True, workers=args.workers,
+                        app_dir=str(Path(__file__).parent), **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(args.dsn, args.host_dir), **common)  # type: ignore[arg-type]
 

@@ -41,24 +41,31 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(options: dict[str, Any], sock: socket.socket) -> None:
-    """One server process: the app, built here, answering on its own socket."""
+def _worker(app: str, app_dir: str | None, options: dict[str, Any], sock: socket.socket
+            ) -> None:
+    """One server process: the app (a factory, by import name), built here, answering on
+    its own socket."""
     import uvicorn
 
-    config = uvicorn.Config(APP, factory=True, **options)
+    if app_dir is not None:
+        sys.path.insert(0, app_dir)
+    config = uvicorn.Config(app, factory=True, **options)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(count: int, host: str, port: int, options: dict[str, Any]) -> None:
-    """Run `count` server processes until SIGINT or SIGTERM, then stop them gracefully
-    (each drains its requests, see uvicorn's timeout_graceful_shutdown)."""
+def serve(count: int, host: str, port: int, options: dict[str, Any], *, app: str = APP,
+          app_dir: str | None = None) -> None:
+    """Run `count` server processes of the app factory `app` (uvicorn `options`) until SIGINT
+    or SIGTERM, then stop them gracefully (each drains its requests, see uvicorn's
+    timeout_graceful_shutdown). The benchmark's bare app runs the same way."""
     multiprocessing.allow_connection_pickling()  # sockets travel to spawned processes
     spawn = multiprocessing.get_context("spawn")
     first = bind(host, port)
     sockets = [first, *(bind(host, first.getsockname()[1]) for _ in range(count - 1))]
 
     def start(sock: socket.socket) -> multiprocessing.process.BaseProcess:
-        process = spawn.Process(target=_worker, args=(options, sock), daemon=False)
+        process = spawn.Process(target=_worker, args=(app, app_dir, options, sock),
+                                daemon=False)
         process.start()
         return process
 
