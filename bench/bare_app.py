@@ -101,8 +101,9 @@ def main() -> None:
         os.environ.update(BARE_DSN=args.dsn, BARE_HOST_DIR=args.host_dir or "")
         if processes.supported():  # a listening socket per process, as `santong serve`
             host, port = common.pop("host"), common.pop("port")
-            processes.serve(args.workers, host, port, common, app="bare_app:app_from_environment",
-                            app_dir=str(Path(__file__).parent))  # type: ignore[arg-type]
+            raise SystemExit(processes.serve(
+                args.workers, host, port, common, app="bare_app:app_from_environment",
+                app_dir=str(Path(__file__).parent)))  # type: ignore[arg-type]
         else:
             uvicorn.run("bare_app:app_from_environment", factory=True, workers=args.workers,
                         app_dir=str(Path(__file__).parent), **common)  # type: ignore[arg-type]

@@ -140,3 +140,13 @@ def test_a_process_that_dies_is_replaced_and_sigterm_stops_all(two_processes: Se
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in (second, *replacement))
+
+
+def test_an_app_that_cannot_start_stops_the_processes() -> None:
+    """A process whose app fails to start would fail the same way on every restart: serve
+    stops them all and says so in its exit status, as uvicorn's supervisor does."""
+    started = time.monotonic()
+    status = processes.serve(2, "127.0.0.1", free_port(), {"log_level": "critical"},
+                             app="santong_no_such_module:create_app")
+    assert status == 1
+    assert time.monotonic() - started < 60

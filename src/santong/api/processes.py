@@ -22,6 +22,8 @@ import sys
 import threading
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE  # a worker's exit code when its app cannot start
+
 log = logging.getLogger("santong.serve")
 APP = "santong.api.app:create_app"
 
@@ -54,10 +56,12 @@ def _worker(app: str, app_dir: str | None, options: dict[str, Any], sock: socket
 
 
 def serve(count: int, host: str, port: int, options: dict[str, Any], *, app: str = APP,
-          app_dir: str | None = None) -> None:
+          app_dir: str | None = None) -> int:
     """Run `count` server processes of the app factory `app` (uvicorn `options`) until SIGINT
     or SIGTERM, then stop them gracefully (each drains its requests, see uvicorn's
-    timeout_graceful_shutdown). The benchmark's bare app runs the same way."""
+    timeout_graceful_shutdown); 0 then. A process whose app fails to start stops them all, as
+    uvicorn's supervisor does (it would fail the same way every time): 1. The benchmark's bare
+    app runs the same way."""
     multiprocessing.allow_connection_pickling()  # sockets travel to spawned processes
     spawn = multiprocessing.get_context("spawn")
     first = bind(host, port)
@@ -73,13 +77,20 @@ def serve(count: int, host: str, port: int, options: dict[str, Any], *, app: str
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     processes = [start(sock) for sock in sockets]
+    status = 0
     try:
         while not stop.wait(0.5):
             for slot, process in enumerate(processes):
-                if not process.is_alive():
-                    log.warning("server process %s ended (exit code %s); starting another",
-                                process.pid, process.exitcode)
-                    processes[slot] = start(sockets[slot])
+                if process.is_alive():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    log.error("server process %s could not start its app; stopping", process.pid)
+                    stop.set()
+                    status = 1
+                    break
+                log.warning("server process %s ended (exit code %s); starting another",
+                            process.pid, process.exitcode)
+                processes[slot] = start(sockets[slot])
     finally:
         for process in processes:
             if process.is_alive():
@@ -94,3 +105,4 @@ def serve(count: int, host: str, port: int, options: dict[str, Any], *, app: str
             sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return status
