@@ -39,8 +39,8 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _established(port: int) -> set[int]:
-    """Socket inodes of the server's side of established TCP connections to `port`."""
+def _sockets_on(port: int, state: str) -> set[int]:
+    """Inodes of the TCP sockets on local `port` in `state` (01 ESTABLISHED, 0A LISTEN)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as rows:
@@ -48,9 +48,14 @@ def _established(port: int) -> set[int]:
             for row in rows:
                 fields = row.split()
                 local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                if local_port == port and fields[3] == "01":  # ESTABLISHED
+                if local_port == port and fields[3] == state:
                     inodes.add(int(fields[9]))
     return inodes
+
+
+def _established(port: int) -> set[int]:
+    """Socket inodes of the server's side of established TCP connections to `port`."""
+    return _sockets_on(port, "01")
 
 
 def _sockets_of(pid: int) -> set[int]:
@@ -75,8 +80,10 @@ def two_processes(database_url: str, tmp_path: Path) -> Iterator[Served]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, server)
-        deadline = time.monotonic() + 60  # both processes listening, not only the first
-        while len(_children(server.pid)) < 2 and time.monotonic() < deadline:
+        # Both processes listening (uvicorn listens once the app has started), not only the
+        # first: until then every connection goes to the first.
+        deadline = time.monotonic() + 60
+        while len(_sockets_on(port, "0A")) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         yield url, port, server
     finally:
@@ -89,7 +96,7 @@ def test_connections_opened_together_reach_every_process(two_processes: Served) 
     _, port, server = two_processes
     workers = _children(server.pid)
     assert len(workers) == 2, workers
-    time.sleep(3)  # the second process finishes starting (its socket then takes its share)
+    assert len(_sockets_on(port, "0A")) == 2  # a listening socket each
     for _ in range(3):
         held = _burst(port, workers)
         assert sum(held.values()) == 16, held
