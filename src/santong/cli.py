@@ -108,9 +108,8 @@ def serve(args: argparse.Namespace) -> int:
         if processes.supported():  # a listening socket per process (see santong.api.processes)
             host, port = common.pop("host"), common.pop("port")
             return processes.serve(workers, host, port, common)  # type: ignore[arg-type]
-        else:
-            uvicorn.run(processes.APP, factory=True, workers=workers,
-                        **common)  # type: ignore[arg-type]
+        uvicorn.run(processes.APP, factory=True, workers=workers,
+                    **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(settings, url), **common)  # type: ignore[arg-type]
     return 0

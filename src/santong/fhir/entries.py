@@ -24,7 +24,7 @@ from santong.fhir.interactions.conditional import match
 from santong.fhir.outcome import FhirError, Issue, error
 from santong.fhir.payload import read_body
 from santong.fhir.request import FhirRequest, FhirResponse
-from santong.fhir.versioning import instant, parse_http_date
+from santong.fhir.versioning import instant
 from santong.search.criteria import parse_conditional
 
 if TYPE_CHECKING:
@@ -173,12 +173,8 @@ def response_entry(response: FhirResponse, method: str = "") -> dict[str, Any]:
         answer["location"] = headers["Location"]
     if "ETag" in headers:
         answer["etag"] = headers["ETag"]
-    if response.last_modified is not None:
-        answer["lastModified"] = instant(response.last_modified)  # to the millisecond
-    elif "Last-Modified" in headers:
-        moment = parse_http_date(headers["Last-Modified"])
-        if moment is not None:
-            answer["lastModified"] = instant(moment)
+    if response.last_modified is not None:  # Last-Modified's whole seconds would lose the ms
+        answer["lastModified"] = instant(response.last_modified)
     entry: dict[str, Any] = {}
     if method == "HEAD":
         pass  # like HTTP HEAD: the status and headers only

@@ -46,5 +46,5 @@ class FhirResponse:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     # The version's lastUpdated behind `Last-Modified` (which has whole seconds only), for a
-    # Bundle entry's `response.lastModified`.
+    # Bundle entry's `response.lastModified`: set by every answer that names a version.
     last_modified: datetime | None = None

@@ -23,5 +23,5 @@ async def read(call: Call) -> FhirResponse:
                     headers={"ETag": etag(stored.version_id)})
     request = call.request
     if not_modified(request.header("if-none-match"), request.header("if-modified-since"), stored):
-        return FhirResponse(304, headers=version_headers(stored))
+        return FhirResponse(304, headers=version_headers(stored), last_modified=stored.last_updated)
     return read_result(request, stored)

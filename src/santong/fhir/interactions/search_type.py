@@ -83,12 +83,12 @@ def _entry(call: Call, stored: StoredVersion, mode: str, summary: str | None,
     """A searchset entry; `near`: the search's `near` parameters, whose distance a match
     reports (the location-distance extension)."""
     assert stored.content is not None
-    resource: Any = stored.content
-    if summary not in (None, "false") or elements:
-        resource = apply_subsetting(jsonio.loads(stored.content), summary, elements)
+    subset = summary not in (None, "false") or bool(elements)
+    parsed = jsonio.loads(stored.content) if subset or near else None  # once, if needed
+    resource: Any = apply_subsetting(parsed, summary, elements) if subset else stored.content
     search: dict[str, Any] = {"mode": mode}
     if near:
-        distance = near_distance(stored.resource_type, near, jsonio.loads(stored.content))
+        distance = near_distance(stored.resource_type, near, parsed)
         if distance is not None:
             search["extension"] = [distance]
     return {
