@@ -94,6 +94,8 @@ async def people(client: httpx.AsyncClient) -> str:
     ({"_text": "随访"}, {"zs"}),
     ({"_content": "东城区"}, {"zs"}),
     ({"_content": "anna"}, {"mu"}),
+    ({"_content": "female"}, {"mu"}),  # codes are content; dates and meta are not
+    ({"_content": "1970-03-15"}, set()),
 ])
 async def test_patient_parameters(client: httpx.AsyncClient, people: str,
                                   params: dict[str, str], expected: set[str]) -> None:

@@ -672,3 +672,26 @@ def test_a_concept_text_a_coding_already_carries_is_not_a_row_of_its_own() -> No
         {"coding": outpatient})
     assert (None, None, "门诊部", None, None) in type_rows({"coding": outpatient, "text": "门诊部"})
     assert type_rows({"text": "门诊"}) == [(None, None, "门诊", None, None)]
+
+
+def test_content_document_is_text_and_codes_not_meta_or_dates() -> None:
+    """`_content`'s document: the resource's words and codes; not meta (version, lastUpdated,
+    tags: about the record) and not dates or times, whose pieces (`2024`, `-05`, `t12`) would
+    be the commonest entries of the full-text index and match nothing meant as a word."""
+    task = {"resourceType": "Task", "id": "t1", "status": "completed",
+            "meta": {"versionId": "7", "lastUpdated": "2026-11-26T17:08:42.418Z",
+                     "tag": [{"code": "metatag", "display": "元标签"}]},
+            "authoredOn": "2024-05-17T12:49:00+08:00", "executionPeriod": {"start": "2024-05"},
+            "note": [{"text": "已完成 2024 回转", "time": "2024-05-18"}],
+            "input": [{"type": {"text": "time"}, "valueTime": "12:30:00"},
+                      {"type": {"text": "year"}, "valueString": "1984"}],
+            "code": {"coding": [{"system": "urn:x", "code": "down-referral"}], "text": "下转"}}
+    [(code, document)] = index.index_rows(task).text
+    assert code == "_content"
+    words = set(document.split())
+    assert {"completed", "已", "完", "成", "2024", "回", "转", "下", "down-referral", "time",
+            "year", "1984"} <= words
+    for left_out in ("7", "metatag", "元", "标", "签", "2026-11-26t17:08:42.418z",
+                     "2024-05-17t12:49:00+08:00", "2024-05", "2024-05-18", "12:30:00"):
+        assert left_out not in words, left_out
+    assert not any(w.startswith(("2026", "2024-", "12:")) for w in words)

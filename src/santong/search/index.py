@@ -246,8 +246,7 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))
-    content = " ".join(values.string_leaves(resource))
-    rows.text.append(("_content", values.text_document(content)))
+    rows.text.append(("_content", values.text_document(values.content_text(resource))))
     return rows
 
 

@@ -75,6 +75,24 @@ def string_values(node_type: str, value: Any) -> Iterator[str]:
 _NOT_TEXT = frozenset({"resourceType", "id", "url", "system", "reference", "div"})
 
 
+# A date, dateTime, instant or time as FHIR writes them (at least to the month, or a time
+# of day): the document of _content leaves them out. Their pieces (`2024`, `-05`, `t12`,
+# `+08`) are the commonest words of any resource, match nothing a reader means by a word and
+# were a third of a typical document's index entries. A bare year is kept (it may be a code).
+_DATE_OR_TIME = re.compile(
+    r"-?\d{4}-\d{2}(?:-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)?"
+    r"|\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+)
+
+
+def content_text(resource: dict[str, Any]) -> str:
+    """The words of `_content` (search.html#content): the resource's text and codes, without
+    its meta (version, lastUpdated, profiles: about the record, not its content) and without
+    dates and times. Identifiers, URLs and narrative are left out as by string_leaves."""
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    return " ".join(s for s in string_leaves(body) if not _DATE_OR_TIME.fullmatch(s))
+
+
 def string_leaves(value: Any) -> list[str]:
     """Every string in `value` but identifiers, URLs and narrative, in document order."""
     out: list[str] = []
