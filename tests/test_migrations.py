@@ -110,3 +110,34 @@ def test_search_statistics_count_values_per_type_and_parameter(empty_database: s
     assert asyncio.run(_scope_estimate(empty_database, fill=True)) > 2500
     command.downgrade(config, "0009")
     assert asyncio.run(_scope_estimate(empty_database)) < 500
+
+
+async def _string_row_lookup(url: str) -> str:
+    """The plan of one resource's string rows of one parameter (a walk's per-row test), among
+    30 rows for each of 2,000 resources."""
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        await connection.execute(
+            "INSERT INTO search_string (rid, resource_type, code, value, exact)"
+            " SELECT i / 30, 'Patient', 'p' || (i % 30), 'v', 'v' FROM generate_series(0, 59999) i")
+        await connection.execute("ANALYZE search_string")
+        plan = await connection.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM search_string WHERE rid = 7 AND code = 'p3'")
+        node = orjson.loads(plan)[0]["Plan"]
+        while "Index Cond" not in node and node.get("Plans"):
+            node = node["Plans"][0]
+        return f"{node.get('Index Name')}: {node.get('Index Cond')}"
+    finally:
+        await connection.close()
+
+
+def test_string_rows_are_found_by_rid_and_code(empty_database: str) -> None:
+    """0011: a resource's rows of one string parameter are one index lookup on (rid, code),
+    not a read of all its rows by rid; downgraded, the index on rid alone is back."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "head")
+    found = asyncio.run(_string_row_lookup(empty_database))
+    assert found.startswith("search_string_rid_code_idx:") and "code" in found, found
+    command.downgrade(config, "0010")
+    found = asyncio.run(_string_row_lookup(empty_database))
+    assert found.startswith("search_string_rid_idx:") and "code" not in found, found

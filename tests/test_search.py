@@ -484,6 +484,14 @@ async def test_common_string_matches_walk_ids_in_order(
     assert "LIMIT 1000000) r" in sqls[0]  # the first page came from the walk
     assert "(SELECT w.resource_type, w.id, w.rid, w.deleted FROM resource w" in sqls[0]
     assert "LIMIT 1000000) r" not in sqls[-1]  # the last (short) page did not
+    assert "LIMIT 1), false)" not in sqls[0]  # 8 matches, not crowded: hashed once
+    # Crowded (from _CROWDED × dense rows): the walk looks each row up in the index instead.
+    monkeypatch.setattr(engine, "_CROWDED", 2)
+    looked_up, sqls = await pages(3)
+    assert looked_up == ids
+    assert "LIMIT 1000000) r" in sqls[0] and "LIMIT 1), false)" in sqls[0]
+    assert " IN (SELECT" not in sqls[0].split("LIMIT 1000000) r", 1)[1]
+    monkeypatch.setattr(engine, "_CROWDED", 10)
     monkeypatch.setattr(engine, "_dense_rows", lambda rows: 10**6)  # never dense
     plain, sqls = await pages(3)
     assert plain == ids and not any("LIMIT 1000000) r" in s for s in sqls)

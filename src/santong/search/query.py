@@ -206,12 +206,15 @@ class Probe:
 
     `condition` is its text in the WHERE clause; `per_row` replaces it in the walk; `matches`
     lists its index rows cheaply (counted to judge density), or is None when only a sample
-    of the walk can tell.
+    of the walk can tell. `looked_up`, when given, is the same test as an index lookup for
+    each walked row, for the walk to use instead of `per_row` when the matches are so many
+    that reading them all costs more than a lookup per row (santong.search.engine).
     """
 
     condition: str
     per_row: str
     matches: str | None
+    looked_up: str | None = None
 
 
 class Compiler:
@@ -357,8 +360,15 @@ class Compiler:
             # PostgreSQL estimates prefix matches from the value's statistics across all
             # parameters and underestimates common ones (a family name shared by one patient
             # in ten): the engine counts them first (santong.search.engine, _dense). Hashed
-            # once, the IN also serves the walk.
-            self.probes.append(Probe(found, found, matches))
+            # once, the IN also serves the walk; with very many matches a lookup per walked
+            # row (the (rid, code) index, migration 0011) costs less than hashing them all.
+            # A scalar subquery with LIMIT, which PostgreSQL cannot turn into a hash of all
+            # the matches as it may an EXISTS; COALESCE keeps it two-valued.
+            y = self.alias("x")
+            looked_up = (f"COALESCE((SELECT true FROM search_string {y} WHERE {y}.rid ="
+                         f" {alias}.rid AND {y}.code = {self.bind(code)}"
+                         f" AND ({condition.format(x=y)}) LIMIT 1), false)")
+            self.probes.append(Probe(found, found, matches, looked_up))
         return found
 
     def _widened(self, resource_type: str, alias: str, param: SearchParameter, key: str,
