@@ -70,10 +70,15 @@ def _sockets_of(pid: int) -> set[int]:
     return inodes
 
 
+# Short, so a stopped process is found quickly; the processes answer well within it.
+HEALTHCHECK_SECONDS = 3
+
+
 @pytest.fixture
 def two_processes(database_url: str, tmp_path: Path) -> Iterator[Served]:
     port = free_port()
-    env = {**os.environ, "SANTONG_DATABASE_URL": database_url, "SANTONG_WORKERS": "2"}
+    env = {**os.environ, "SANTONG_DATABASE_URL": database_url, "SANTONG_WORKERS": "2",
+           "SANTONG_WORKER_HEALTHCHECK_SECONDS": str(HEALTHCHECK_SECONDS)}
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "santong", "serve", "--port", str(port)],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -132,18 +137,9 @@ def test_a_process_that_dies_is_replaced_and_sigterm_stops_all(two_processes: Se
     url, _, server = two_processes
     first, second = _children(server.pid)
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = _children(server.pid)
-        if len(now) == 2 and first not in now:
-            break
-        time.sleep(0.2)
-    replacement = set(_children(server.pid)) - {second}
+    replacement = _replaced(server, first) - {second}
     assert len(replacement) == 1 and first not in replacement
-    # New connections (spread over both sockets) are all answered, the replaced one's too.
-    for _ in range(20):
-        response = httpx.get(f"{url}/fhir/metadata", headers={"Connection": "close"}, timeout=30)
-        assert response.status_code == 200
+    _every_socket_answers(url)
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in (second, *replacement))
@@ -157,3 +153,39 @@ def test_an_app_that_cannot_start_stops_the_processes() -> None:
                              app="santong_no_such_module:create_app")
     assert status == 1
     assert time.monotonic() - started < 60
+
+
+def test_a_process_that_stops_answering_is_replaced(two_processes: Served) -> None:
+    """A process whose event loop no longer answers the supervisor (here: SIGSTOP, as a
+    blocked loop or a deadlock would) is killed and replaced; answering ones are left alone."""
+    url, _, server = two_processes
+    first, second = _children(server.pid)
+    time.sleep(HEALTHCHECK_SECONDS * 2)  # both answer their pings: neither is touched
+    assert _children(server.pid) == [first, second]
+    os.kill(first, signal.SIGSTOP)
+    try:
+        now = _replaced(server, first)
+        assert first not in now and not Path(f"/proc/{first}").exists()
+    finally:
+        if Path(f"/proc/{first}").exists():
+            os.kill(first, signal.SIGCONT)
+    assert second in now and len(now) == 2
+    _every_socket_answers(url)
+
+
+def _replaced(server: subprocess.Popen[bytes], gone: int) -> set[int]:
+    """The server's processes once `gone` is no longer among two of them (or after 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _children(server.pid)
+        if len(now) == 2 and gone not in now:
+            break
+        time.sleep(0.2)
+    return set(_children(server.pid))
+
+
+def _every_socket_answers(url: str) -> None:
+    """New connections (spread over both sockets) are all answered, a replacement's too."""
+    for _ in range(20):
+        response = httpx.get(f"{url}/fhir/metadata", headers={"Connection": "close"}, timeout=30)
+        assert response.status_code == 200

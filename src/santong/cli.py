@@ -107,7 +107,8 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["SANTONG_DATABASE_URL"] = url  # the workers import the app themselves
         if processes.supported():  # a listening socket per process (see santong.api.processes)
             host, port = common.pop("host"), common.pop("port")
-            return processes.serve(workers, host, port, common)  # type: ignore[arg-type]
+            return processes.serve(workers, host, port, common,  # type: ignore[arg-type]
+                                   healthcheck=settings.worker_healthcheck_seconds)
         uvicorn.run(processes.APP, factory=True, workers=workers,
                     **common)  # type: ignore[arg-type]
     else:

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Server processes; 0 (the default) is one per CPU, at most 4. One Python process is
     # CPU-bound well below what PostgreSQL can take, and all state lives in the database.
     workers: int = Field(default=0, ge=0)
+    # With several processes: one whose event loop has not answered the supervisor for this
+    # many seconds (blocked, deadlocked, stopped) is killed and replaced; 0 turns it off.
+    worker_healthcheck_seconds: float = Field(default=30.0, ge=0)
     # Profiles every written resource of a type must meet: "Patient=url,Observation=url2".
     required_profiles: str = ""
     # Store the bundled three-connections FHIR package (fhir_profiles/) in the database at
