@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -611,3 +612,40 @@ async def test_conditional_references_see_what_the_bundle_creates(
     assert failed.status_code == 412, failed.text
     assert "several resources match" in failed.json()["issue"][0]["diagnostics"]
     assert (await by_identifier(client, twice)) == []
+
+
+async def test_a_long_transaction_lets_the_process_serve_others(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dispatching queued creates awaits nothing that suspends, so a long Bundle would hold
+    its process's event loop to the end (2.8 s for 10,000 entries): every 100 entries it
+    yields, and a concurrent task (another request, the supervisor's ping) runs meanwhile."""
+    from santong.fhir import router as router_module
+
+    runs = 0
+
+    async def other_work() -> None:
+        nonlocal runs
+        while True:
+            runs += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+    dispatch = router_module.Router.dispatch
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(runs)
+        return await dispatch(self, *args, **kwargs)
+
+    monkeypatch.setattr(router_module.Router, "dispatch", counting)
+    entries = [post({"resourceType": "Observation", "status": "final", "code": {"text": "bp"}})
+               for _ in range(250)]
+    other = asyncio.create_task(other_work())
+    try:
+        response = await client.post("", json=bundle("transaction", *entries))
+    finally:
+        other.cancel()
+    assert response.status_code == 200, response.text
+    during = seen[-250:]  # the entries' dispatches (the Bundle's own came first)
+    # The other task ran between the entries at least twice (after the 100th and 200th).
+    assert sum(1 for a, b in itertools.pairwise(during) if b > a) >= 2, during

@@ -20,6 +20,7 @@ with `If-None-Match: *`) because the create interaction always draws its own id.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,13 @@ def response_bundle(bundle_type: str, entries: list[dict[str, Any]]) -> dict[str
     return bundle
 
 
+# Entries dispatched between two yields to the event loop. New resources are queued and
+# written at the end, so dispatching them awaits nothing that suspends: a Bundle of 10,000
+# Observations held its process's loop for 2.8 s at a stretch, every other request on that
+# process waiting (and the supervisor's health check with them).
+_ENTRIES_PER_TURN = 100
+
+
 async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> FhirResponse:
     entries = [parse_entry(index, item, request.base_url) for index, item in enumerate(raw)]
     for entry in entries:
@@ -169,7 +177,10 @@ async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> F
         # Within its method's turn an entry that waits goes after the others, so that its
         # conditional references also see what they create (e.g. a Patient POSTed without
         # ifNoneExist), then resolves them again: the search sees this transaction's writes.
-        for entry in sorted(entries, key=lambda e: (e.order[0], e.index in waiting, e.index)):
+        ordered = sorted(entries, key=lambda e: (e.order[0], e.index in waiting, e.index))
+        for turn, entry in enumerate(ordered):
+            if turn % _ENTRIES_PER_TURN == _ENTRIES_PER_TURN - 1:
+                await asyncio.sleep(0)  # let this process's other requests go on (see below)
             if entry.index in responses or entry.index in plan.same_as:
                 continue
             entry_request = plan.requests.get(entry.index) or entry.request(request)
