@@ -180,7 +180,7 @@ async def transaction(router: Router, request: FhirRequest, raw: list[Any]) -> F
         ordered = sorted(entries, key=lambda e: (e.order[0], e.index in waiting, e.index))
         for turn, entry in enumerate(ordered):
             if turn % _ENTRIES_PER_TURN == _ENTRIES_PER_TURN - 1:
-                await asyncio.sleep(0)  # let this process's other requests go on (see below)
+                await asyncio.sleep(0)  # let the process's other requests go on (_ENTRIES_PER_TURN)
             if entry.index in responses or entry.index in plan.same_as:
                 continue
             entry_request = plan.requests.get(entry.index) or entry.request(request)
