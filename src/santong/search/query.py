@@ -351,9 +351,9 @@ class Compiler:
         engine's walk)."""
         if self._per_row:
             return self._exists("search_string", alias, code, condition)
-        x = self.alias("x")
+        x, code_bind = self.alias("x"), self.bind(code)
         matches = (f"SELECT {x}.rid FROM search_string {x} WHERE {x}.resource_type ="
-                   f" {self.bind(resource_type)} AND {x}.code = {self.bind(code)}"
+                   f" {self.bind(resource_type)} AND {x}.code = {code_bind}"
                    f" AND ({condition.format(x=x)})")
         found = f"{alias}.rid IN ({matches})"
         if alias == "r":
@@ -366,7 +366,7 @@ class Compiler:
             # the matches as it may an EXISTS; COALESCE keeps it two-valued.
             y = self.alias("x")
             looked_up = (f"COALESCE((SELECT true FROM search_string {y} WHERE {y}.rid ="
-                         f" {alias}.rid AND {y}.code = {self.bind(code)}"
+                         f" {alias}.rid AND {y}.code = {code_bind}"
                          f" AND ({condition.format(x=y)}) LIMIT 1), false)")
             self.probes.append(Probe(found, found, matches, looked_up))
         return found
