@@ -36,6 +36,10 @@ async def versions_since(client: httpx.AsyncClient, since: str) -> int:
         (b'{"resourceType": "Patient", "gender": "banana"}', 400, "code-invalid",
          "Patient.gender"),
         (b'{"resourceType": "Patient", "name": [{"family": "a\\u0000b"}]}', 400, "value", None),
+        # A valid FHIR decimal that PostgreSQL's numeric (the search index) cannot hold: was
+        # a 500 when the index rows were written.
+        (b'{"resourceType": "Patient", "extension": [{"url": "http://example.org/x",'
+         b' "valueDecimal": -1e-200000}]}', 400, "value", "Patient.extension[0].valueDecimal"),
     ],
 )
 async def test_invalid_create(

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import r4_base
 
 from santong import definitions
+from santong.fhir import jsonio
 from santong.validation import MAX_ISSUES, ValidationIssue, validate_resource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +219,8 @@ ERROR_CASES: list[tuple[str, Any, str, str]] = [
      "Observation.valueQuantity.value"),
     ("nan-decimal", obs(valueQuantity={"value": float("nan")}), "value",
      "Observation.valueQuantity.value"),
+    ("decimal-beyond-storage", obs(valueQuantity={"value": jsonio.loads(b"[1.5e-1001]")[0]}),
+     "value", "Observation.valueQuantity.value"),
     ("number-for-boolean", pat(active=1), "structure", "Patient.active"),
     ("empty-string", pat(gender=""), "value", "Patient.gender"),
     ("empty-string-in-array", pat(name=[{"given": ["Jim", ""]}]), "value",

@@ -202,12 +202,23 @@ def _integer_check(prim: Primitive) -> _Check:
     return check
 
 
+# Search indexes decimals as PostgreSQL numerics, which hold 16,383 digits after the point
+# (a value of 1e-200000 failed the write); far beyond any measurement, and their ranges and
+# unit conversions stay well inside it.
+_DECIMAL_EXPONENTS = (-1000, 1000)
+
+
 def _decimal_check(value: Any) -> tuple[str, str] | None:
     # int, float and float/Decimal subclasses (precision-preserving parsers) are all decimals.
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return "structure", "Expected a number"
     if not isinstance(value, int) and not math.isfinite(value):
         return "value", f"Invalid decimal '{value}'"
+    text = getattr(value, "text", None)  # as written, when a float would not give it back
+    if text is not None and not _DECIMAL_EXPONENTS[0] <= Decimal(text).adjusted() \
+            <= _DECIMAL_EXPONENTS[1]:
+        return "value", (f"Decimal '{text}' is out of the range this server stores"
+                         f" (magnitudes 1e{_DECIMAL_EXPONENTS[0]} to 1e{_DECIMAL_EXPONENTS[1]})")
     return None
 
 
