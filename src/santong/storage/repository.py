@@ -29,6 +29,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from santong.search.index import IndexRows, index_ctes, index_params
+from santong.storage.group_commit import GroupCommit
 
 _DIALECT = asyncpg_dialect()
 Statement = TextClause | str
@@ -217,6 +218,22 @@ class Transaction:
         written with its index rows at the next flush."""
         self._new[resource_type, id] = _NewResource(
             resource_type, id, last_updated, content, method, rows)
+
+    def queue_new(self, new: list[_NewResource]) -> None:
+        """Queue first versions taken from other transactions (`take_lone_creates`)."""
+        for resource in new:
+            self._new[resource.resource_type, resource.id] = resource
+
+    def take_lone_creates(self, limit: int) -> list[_NewResource] | None:
+        """The queued new resources, taken out, when they are all this transaction has to
+        write, it has run no statement, and they are at most `limit`; else None (nothing
+        taken). Such a transaction needs no commit of its own: its resources can be written
+        with other requests' (santong.storage.group_commit)."""
+        if (not self._lazy or self._begun or self._index or not self._new
+                or len(self._new) > limit):
+            return None
+        new, self._new = list(self._new.values()), {}
+        return new
 
     def unqueue(self, resource_type: str, id: str) -> bool:
         """Take back a queued first version not written yet (True), as if never created."""
@@ -438,9 +455,15 @@ class Transaction:
         ]
 
 
+# A transaction with more new resources than this (a Bundle) commits on its own: a long
+# statement would hold up the plain creates grouped with it.
+_GROUPED_CREATES = 16
+
+
 class Repository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.group_commit: GroupCommit[_NewResource] = GroupCommit(self._write_new)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -474,17 +497,31 @@ class Repository:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """A database transaction, begun lazily (see `Transaction`): BEGIN/COMMIT are sent
-        only when more than one statement is needed."""
+        only when more than one statement is needed. One that only creates resources under
+        server-drawn ids (a plain create) is committed by the group commit, with the
+        concurrent requests' creates, after its connection went back to the pool."""
+        lone: list[_NewResource] | None = None
         async with self._connection() as connection:
             tx = Transaction(connection, lazy=True)
             try:
                 yield tx
-                await tx.finish()
+                lone = tx.take_lone_creates(_GROUPED_CREATES)
+                if lone is None:
+                    await tx.finish()
             except BaseException:
                 if not connection.is_closed():
                     # A failed ROLLBACK leaves the connection in the transaction: discarded.
                     await tx.abort()
                 raise
+        if lone:
+            await self.group_commit.write(lone)
+
+    async def _write_new(self, new: list[_NewResource]) -> None:
+        """Write first versions (with their index rows) in one autocommit statement."""
+        async with self._connection() as connection:
+            tx = Transaction(connection, lazy=True)
+            tx.queue_new(new)
+            await tx.finish()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Transaction]:
