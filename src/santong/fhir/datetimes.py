@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 _DATETIME = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -25,36 +26,46 @@ def parse_range(value: str) -> tuple[datetime, datetime]:
 
     Times without a zone are taken as UTC. Raises ValueError for anything malformed.
     """
+    # Every written resource's dates come through here: positional groups, zones and
+    # precisions made once (this was 7.6 µs a dateTime, a sixth of indexing an Encounter).
     match = _DATETIME.match(value.strip())
     if match is None:
         raise ValueError(f"{value!r} is not a FHIR date, dateTime or instant")
-    g = match.groupdict()
-    zone = UTC
-    if g["tz"] and g["tz"] != "Z":
-        sign = 1 if g["tz"][0] == "+" else -1
-        hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
-        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    fraction = g["f"] or ""
+    y, m, d, hour, minute, second, fraction, tz = match.groups()
+    zone = UTC if tz is None or tz == "Z" else _zone(tz)
     start = datetime(
-        int(g["y"]), int(g["m"] or 1), int(g["d"] or 1), int(g["H"] or 0), int(g["M"] or 0),
-        int(g["S"] or 0), int((fraction + "000000")[:6]), tzinfo=zone,
+        int(y), int(m or 1), int(d or 1), int(hour or 0), int(minute or 0), int(second or 0),
+        int((fraction + "00000")[:6]) if fraction else 0, tzinfo=zone,
     )
     try:
-        if g["m"] is None:
+        if m is None:
             end = start.replace(year=start.year + 1)
-        elif g["d"] is None:
+        elif d is None:
             end = _add_months(start, 1)
-        elif g["H"] is None:
-            end = start + timedelta(days=1)
-        elif g["S"] is None:
-            end = start + timedelta(minutes=1)
+        elif hour is None:
+            end = start + _DAY
+        elif second is None:
+            end = start + _MINUTE
         elif not fraction:
-            end = start + timedelta(seconds=1)
+            end = start + _SECOND
         else:
-            end = start + timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
+            end = start + _FRACTIONS[min(len(fraction), 6)]
     except (ValueError, OverflowError):  # the end of 9999 is past what datetime holds
         end = LATEST
+    if zone is UTC:
+        return start, end
     return _utc(start), _utc(end)
+
+
+_DAY, _MINUTE, _SECOND = timedelta(days=1), timedelta(minutes=1), timedelta(seconds=1)
+# The span of a fraction of n digits (microseconds at most).
+_FRACTIONS = {n: timedelta(microseconds=10 ** (6 - n)) for n in range(1, 7)}
+
+
+@lru_cache(maxsize=256)
+def _zone(offset: str) -> timezone:
+    sign = 1 if offset[0] == "+" else -1
+    return timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
 
 
 # The extremes datetime holds: year 1 and 9999 values (valid FHIR) whose range, or its UTC

@@ -71,12 +71,13 @@ def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
 
 
 def _composite_rows(resource: dict[str, Any], param: SearchParameter,
-                    seen: dict[tuple[int, str], list[Any] | None]) -> list[str]:
+                    seen: dict[tuple[int, str, str], list[Any] | None]) -> list[str]:
     """One JSON document per composite value: each component's index rows, by column name.
 
-    Every component is selected before any is turned into rows, and the value dropped when
-    one selects nothing: most composites (Observation's code-value-*) have no value for a given
-    resource. `seen` keeps one resource's component rows: composites share components.
+    A value is dropped at its first component that selects nothing: most composites
+    (Observation's code-value-*) have no value for a given resource. `seen` keeps one
+    resource's component rows by value, type and expression: composites share components
+    (`code` on the Observation in six of them), each is evaluated once.
     """
     documents = []
     components = [(by_url(url), expression) for url, expression in param.components]
@@ -84,25 +85,21 @@ def _composite_rows(resource: dict[str, Any], param: SearchParameter,
         return documents
     resource_type = resource["resourceType"]
     for node in extract(resource, param):
-        selected = []
+        document = []
         for component, expression in components:
-            nodes = evaluate_relative(resource_type, expression, node, resource)
-            if not nodes:
-                break
-            selected.append((component, expression, nodes))
-        else:
-            document = []
-            for component, expression, nodes in selected:
-                key = (id(node.value), f"{component.url} {expression}")
-                if key not in seen:
-                    names = [c.split()[0] for c in TABLES[component.type][1:]]
-                    seen[key] = [dict(zip(names, map(json_value, row), strict=True))
-                                 for row in typed_rows(component.type, nodes)] or None
-                if seen[key] is None:
-                    break
-                document.append(seen[key])
+            key = (id(node.value), component.type, expression)  # what the rows depend on
+            if key in seen:
+                rows = seen[key]
             else:
-                documents.append(orjson.dumps(document).decode())
+                names = [c.split()[0] for c in TABLES[component.type][1:]]
+                nodes = evaluate_relative(resource_type, expression, node, resource)
+                rows = seen[key] = [dict(zip(names, map(json_value, row), strict=True))
+                                    for row in typed_rows(component.type, nodes)] or None
+            if rows is None:
+                break
+            document.append(rows)
+        else:
+            documents.append(orjson.dumps(document).decode())
     return documents
 
 
@@ -221,7 +218,7 @@ def _plan(resource_type: str) -> _Plan:
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
-    seen: dict[tuple[int, str], list[Any] | None] = {}
+    seen: dict[tuple[int, str, str], list[Any] | None] = {}
     for code, param in _plan(resource_type).applicable(resource).items():
         if param.type == "composite":
             try:

@@ -96,21 +96,18 @@ def content_text(resource: dict[str, Any]) -> str:
 def string_leaves(value: Any) -> list[str]:
     """Every string in `value` but identifiers, URLs and narrative, in document order."""
     out: list[str] = []
-    # A stack of iterators, not recursion (the depth is the client's) nor recursive
-    # generators: this runs over every written resource.
-    stack = [iter((value,))]
+    # A stack, not recursion (the depth is the client's): this runs over every written
+    # resource. Children go on it reversed, so they come off in document order.
+    stack = [value]
     while stack:
-        for item in stack[-1]:
-            if isinstance(item, str):
-                out.append(item)
-            elif isinstance(item, dict):
-                stack.append(iter([v for k, v in item.items() if k not in _NOT_TEXT]))
-                break
-            elif isinstance(item, list):
-                stack.append(iter(item))
-                break
-        else:
-            stack.pop()
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            out.append(item)
+        elif kind is dict:
+            stack.extend(reversed([v for k, v in item.items() if k not in _NOT_TEXT]))
+        elif kind is list:
+            stack.extend(reversed(item))
     return out
 
 
