@@ -279,22 +279,85 @@ async def test_if_none_exist_finds_the_existing_resource(client: httpx.AsyncClie
     assert len(await by_identifier(client, value)) == 1
 
 
+async def test_a_bundles_conditional_creates_are_matched_together(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ifNoneExist criteria of a Bundle's entries are searched by one statement; one that
+    matched nothing is confirmed under its lock (searched again), as a lone one is."""
+    import asyncpg
+
+    existing_value, new_value = unique("pre-old"), unique("pre-new")
+    existing = (await create(client, with_identifier(existing_value))).json()
+    searches: list[str] = []
+    original = asyncpg.Connection.fetch
+
+    async def fetch(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        if "FROM resource r WHERE" in query:
+            searches.append(query)
+        return await original(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", fetch)
+    old_url, new_url, again_url = urn(), urn(), urn()
+    response = await client.post("", json=bundle(
+        "transaction",
+        post(with_identifier(existing_value), old_url,
+             ifNoneExist=f"identifier={SYSTEM}|{existing_value}"),
+        post(with_identifier(new_value), new_url,
+             ifNoneExist=f"identifier={SYSTEM}|{new_value}"),
+        post(with_identifier(existing_value), again_url,
+             ifNoneExist=f"identifier={SYSTEM}|{existing_value}"),
+        post(observation(old_url, focus=[{"reference": new_url}, {"reference": again_url}]))))
+    monkeypatch.undo()
+    assert response.status_code == 200, response.text
+    old, new, again, obs = response.json()["entry"]
+    assert [e["response"]["status"] for e in (old, new, again)] == [
+        "200 OK", "201 Created", "200 OK"]
+    assert location_id(old) == location_id(again) == existing["id"]
+    stored = (await client.get(f"Observation/{location_id(obs)}")).json()
+    assert stored["subject"]["reference"] == f"Patient/{existing['id']}"
+    assert [f["reference"] for f in stored["focus"]] == [
+        f"Patient/{location_id(new)}", f"Patient/{existing['id']}"]
+    # Both criteria in one statement, then the unmatched one again under its lock.
+    assert len(searches) == 2 and "UNION ALL" in searches[0], searches
+    assert len(await by_identifier(client, new_value)) == 1
+
+
+async def test_a_prefetched_criteria_with_two_matches_fails_the_transaction(
+        client: httpx.AsyncClient) -> None:
+    twice, other = unique("pre-twice"), unique("pre-other")
+    for _ in range(2):
+        await create(client, with_identifier(twice))
+    response = await client.post("", json=bundle(
+        "transaction",
+        post(with_identifier(other), urn(), ifNoneExist=f"identifier={SYSTEM}|{other}"),
+        post(with_identifier(twice), urn(), ifNoneExist=f"identifier={SYSTEM}|{twice}")))
+    assert response.status_code == 412, response.text
+    issues = response.json()["issue"]
+    assert issues[0]["expression"] == ["Bundle.entry[1]"], issues
+    assert "match 2 resources" in issues[0]["diagnostics"]
+    assert await by_identifier(client, other) == []  # nothing written
+
+
 async def test_concurrent_conditional_creates_in_transactions_make_one_resource(
     client: httpx.AsyncClient,
 ) -> None:
-    value = unique("race")
+    value, second = unique("race"), unique("race-2")
 
     def request() -> dict[str, Any]:
         patient_url = urn()
+        # Two criteria: matched together first (none matches), then each under its lock.
         return bundle("transaction",
                       post(with_identifier(value), patient_url,
                            ifNoneExist=f"identifier={SYSTEM}|{value}"),
-                      post(observation(patient_url)))
+                      post(observation(patient_url)),
+                      post(with_identifier(second), urn(),
+                           ifNoneExist=f"identifier={SYSTEM}|{second}"))
 
     responses = await asyncio.gather(*(client.post("", json=request()) for _ in range(4)))
     assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
-    statuses = sorted(r.json()["entry"][0]["response"]["status"] for r in responses)
-    assert statuses == ["200 OK"] * 3 + ["201 Created"]
+    for index in (0, 2):
+        statuses = sorted(r.json()["entry"][index]["response"]["status"] for r in responses)
+        assert statuses == ["200 OK"] * 3 + ["201 Created"]
+    assert len(await by_identifier(client, second)) == 1
     found = await by_identifier(client, value)
     assert len(found) == 1
     for r in responses:

@@ -409,6 +409,30 @@ class Transaction:
         rows = await (self.connection.execute if flush else self.run)(stmt, params)
         return [StoredVersion(resource_type, r[0], r[1], r[2], False, r[3]) for r in rows]
 
+    async def search_current_each(
+        self, searches: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]], limit: int
+    ) -> list[list[StoredVersion]]:
+        """`search_current` for several (resource_type, where) at once, in one statement: the
+        first `limit` matches of each, in id order. Their binds must not clash (one Compiler
+        made them all)."""
+        parts: list[str] = []
+        params: dict[str, Any] = {"_limit": limit}
+        for k, (resource_type, where) in enumerate(searches):
+            clauses = [f"r.resource_type = :_t{k}", "NOT r.deleted"]
+            params[f"_t{k}"] = resource_type
+            for sql, binds in where:
+                clauses.append(f"({sql})")
+                params.update(binds)
+            condition = " AND ".join(clauses)
+            parts.append(f"(SELECT {k} AS k, r.id, r.version_id, r.last_updated, r.content"
+                         f" FROM resource r WHERE {condition} ORDER BY r.id LIMIT :_limit)")
+        found: list[list[StoredVersion]] = [[] for _ in searches]
+        if parts:
+            for row in await self.connection.execute(" UNION ALL ".join(parts), params):
+                found[row[0]].append(StoredVersion(searches[row[0]][0], row[1], row[2], row[3],
+                                                   False, row[4]))
+        return found
+
     async def count_current(
         self, resource_type: str, where: Sequence[tuple[str, dict[str, Any]]]
     ) -> int:

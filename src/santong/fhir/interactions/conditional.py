@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from santong.fhir.call import Call
-from santong.fhir.outcome import error
+from santong.fhir.outcome import FhirError, error
 from santong.search import terminology
 from santong.search.query import RESULT_PARAMETERS, Compiler
 from santong.storage.repository import StoredVersion
@@ -25,28 +25,71 @@ async def lock_criteria(call: Call, params: list[tuple[str, str]]) -> None:
     await call.tx.lock(f"{call.type}?{urlencode(sorted(_selecting(params)))}")
 
 
-async def match_or_lock(call: Call, params: list[tuple[str, str]]) -> list[StoredVersion]:
+async def match_or_lock(call: Call, params: list[tuple[str, str]], *,
+                        unmatched: bool = False) -> list[StoredVersion]:
     """The criteria's matches (at most two); when there is none, the criteria stay locked
     until this transaction ends, so a concurrent write with the same criteria waits for it
     and then finds what it created. A match needs no lock: it was committed and stays found
-    (locking every time serialised Bundles that merely refer to the same existing patient)."""
-    matches = await match(call, params)
+    (locking every time serialised Bundles that merely refer to the same existing patient).
+    `unmatched`: the criteria were just searched and matched nothing (go to the lock)."""
+    matches = [] if unmatched else await match(call, params)
     if not matches:
         await lock_criteria(call, params)
         matches = await match(call, params)  # one may have been committed while we waited
     return matches
 
 
-async def select_single(call: Call, params: list[tuple[str, str]], purpose: str
-                        ) -> StoredVersion | None:
+async def select_single(call: Call, params: list[tuple[str, str]], purpose: str, *,
+                        unmatched: bool = False) -> StoredVersion | None:
     """The one resource the criteria select (None if none: then under the criteria's lock
     until this transaction ends); 412 when they select several
-    (http://hl7.org/fhir/R4/http.html#ccreate)."""
-    matches = await match_or_lock(call, params)
+    (http://hl7.org/fhir/R4/http.html#ccreate). `unmatched`: as for match_or_lock."""
+    return single(await match_or_lock(call, params, unmatched=unmatched), purpose)
+
+
+def single(matches: list[StoredVersion], purpose: str) -> StoredVersion | None:
+    """The only match, None for none, 412 for several."""
     if len(matches) > 1:
         raise error(412, "multiple-matches", f"The criteria match {len(matches)} resources: "
                     f"{purpose} needs at most one")
     return matches[0] if matches else None
+
+
+async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str, str]]]],
+                           limit: int = 2) -> list[list[StoredVersion] | None]:
+    """The matches (at most `limit`) of several criteria, each (resource_type, params), by
+    one statement: a transaction Bundle's conditional creates, one round trip instead of one
+    each. None for criteria it leaves to `match` (which also reports what is wrong with
+    them): invalid ones and those with terminology modifiers (code sets resolved first).
+    A prefetched match is as good as one found later: it was committed; no match must still
+    be confirmed under the criteria's lock (`match_or_lock`)."""
+    found: list[list[StoredVersion] | None] = [None] * len(criteria)
+    position = 0
+    while position < len(criteria):
+        compiler = Compiler(call.request.base_url)
+        searches: list[tuple[str, list[tuple[str, dict[str, object]]]]] = []
+        positions: list[int] = []
+        # A statement takes at most 32,767 parameters: a long Bundle's take several.
+        while position < len(criteria) and len(compiler.binds) < _BINDS_PER_STATEMENT:
+            resource_type, params = criteria[position]
+            position += 1
+            selecting = _selecting(params)
+            if not selecting or any(key.rsplit(":", 1)[-1] in terminology.MODIFIERS
+                                    for key, _ in selecting if ":" in key):
+                continue
+            try:
+                compiled = compiler.compile(resource_type, selecting, strict=True)
+            except FhirError:
+                continue
+            searches.append((resource_type, compiled.conditions))
+            positions.append(position - 1)
+        matches = await call.tx.search_current_each(searches, limit)
+        for index, found_here in zip(positions, matches, strict=True):
+            found[index] = found_here
+    return found
+
+
+_BINDS_PER_STATEMENT = 10_000
 
 
 async def match(call: Call, params: list[tuple[str, str]], limit: int = 2) -> list[StoredVersion]:

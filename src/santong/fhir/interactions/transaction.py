@@ -33,13 +33,19 @@ from santong.fhir.entries import (
     resolve_all_conditional,
     response_entry,
 )
-from santong.fhir.interactions.conditional import match_or_lock, select_single
+from santong.fhir.interactions.conditional import (
+    match_or_lock,
+    prefetch_matches,
+    select_single,
+    single,
+)
 from santong.fhir.outcome import FhirError, error
 from santong.fhir.representation import write_result
 from santong.fhir.request import FhirRequest, FhirResponse
 from santong.fhir.storing import new_id
 from santong.fhir.versioning import instant, now
 from santong.search.criteria import parse_conditional
+from santong.storage.repository import StoredVersion
 
 if TYPE_CHECKING:
     from santong.fhir.router import Router
@@ -55,6 +61,8 @@ class _Plan:
         self.same_as: dict[int, int] = {}  # a repeated ifNoneExist -> the first such entry
         self.criteria: dict[str, str] = {}  # criteria key -> "Type/id" decided in this Bundle
         self.targets: dict[str, int] = {}  # "Type/id" written -> the entry writing it
+        # ifNoneExist criteria key -> their matches, searched for all at once beforehand
+        self.prefetched: dict[str, list[StoredVersion] | None] = {}
 
 
 async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan) -> str:
@@ -67,7 +75,12 @@ async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan
             plan.same_as[entry.index] = plan.targets[plan.criteria[key]]
             return plan.criteria[key]
         call.resource_type = resource_type
-        existing = await select_single(call, params, "a conditional create (ifNoneExist)")
+        purpose = "a conditional create (ifNoneExist)"
+        matches = plan.prefetched.get(key)
+        # Matched beforehand: committed, no lock needed. None matched: confirmed under the lock.
+        existing = (single(matches, purpose) if matches
+                    else await select_single(call, params, purpose,
+                                             unmatched=matches is not None))
         if existing is not None:
             plan.answered[entry.index] = write_result(
                 entry.request(outer), existing, 200, "Resource already exists")
@@ -108,8 +121,29 @@ def _claim(plan: _Plan, entry: Entry, target: str) -> None:
     plan.targets[target] = entry.index
 
 
+async def _prefetch(call: Call, entries: list[Entry]) -> dict[str, list[StoredVersion] | None]:
+    """The matches of the Bundle's conditional creates, by criteria key, in one statement
+    (a Bundle of a patient's record holds a dozen; one round trip each took ~3 ms a Bundle).
+    Criteria that do not parse are left to their entry, which reports them."""
+    criteria: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    for entry in entries:
+        if_none_exist = entry.headers.get("if-none-exist")
+        if entry.method == "POST" and if_none_exist:
+            try:
+                params = parse_conditional(if_none_exist)
+            except FhirError:
+                continue
+            criteria.setdefault(criteria_key(entry.resource_type, params),
+                                (entry.resource_type, params))
+    if len(criteria) < 2:
+        return {}  # one is as quick on its own
+    return dict(zip(criteria, await prefetch_matches(call, list(criteria.values())),
+                    strict=True))
+
+
 async def _settle_identities(call: Call, outer: FhirRequest, entries: list[Entry]) -> _Plan:
     plan = _Plan()
+    plan.prefetched = await _prefetch(call, entries)
     # Conditional creates lock their criteria in one global order so two transactions never
     # wait on each other's locks.
     def lock_order(entry: Entry) -> tuple[int, str, int]:
