@@ -31,3 +31,14 @@ def test_any_decimal_next_to_any_string_comes_back_as_written(value: Decimal, no
         return  # not a JSON number literal (leading zeros)
     body = b'{"note":"' + noise.encode() + b'","value":' + text.encode() + b"}"
     assert jsonio.dumps(jsonio.loads(body)) == body
+
+
+@pytest.mark.parametrize(("body", "compact"), [
+    (b'{\n  "a": 1.50,\n  "b": [7.0, 5.6]\n}\n', b'{"a":1.50,"b":[7.0,5.6]}'),
+    (b'{"a":1.5,"b":"\\u5f20"}', b'{"a":1.5,"b":"\xe5\xbc\xa0"}'),
+    (b' {"a":[0.10, 2]} ', b'{"a":[0.10,2]}'),
+])
+def test_decimals_keep_their_text_in_bodies_written_otherwise(body: bytes, compact: bytes) -> None:
+    """Bodies orjson would not write the same way (spaces, escapes) are checked number by
+    number: the quick check (writing the body back) only accepts an identical body."""
+    assert jsonio.dumps(jsonio.loads(body)) == compact

