@@ -5,6 +5,7 @@ alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -109,3 +110,33 @@ async def test_a_transaction_that_reads_commits_on_its_own(database_url: str) ->
             assert await tx.read_current("Patient", id) is not None
     finally:
         await engine.dispose()
+
+
+def test_a_writer_left_by_a_closed_event_loop_does_not_hold_up_the_next() -> None:
+    """A process that closes an event loop without finishing its tasks (and starts another)
+    must not leave later writes waiting on a writer that will never run again."""
+    from santong.storage.group_commit import GroupCommit
+
+    written: list[list[str]] = []
+    stuck = asyncio.Event()
+
+    async def write_items(items: list[str]) -> None:
+        if items == ["first"]:
+            await stuck.wait()  # never set: its loop goes away meanwhile
+        written.append(items)
+
+    group_commit: GroupCommit[str] = GroupCommit(write_items)
+    abandoned = asyncio.new_event_loop()
+    first = abandoned.create_task(group_commit.write(["first"]))
+    abandoned.run_until_complete(asyncio.sleep(0.01))  # the writer is inside write_items
+    try:
+        asyncio.run(asyncio.wait_for(group_commit.write(["second"]), timeout=5))
+        assert written == [["second"]]
+    finally:  # the old loop's writer, when it finally stops, leaves the new state alone
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            abandoned.run_until_complete(first)
+        abandoned.run_until_complete(asyncio.sleep(0.01))
+        abandoned.close()
+    asyncio.run(asyncio.wait_for(group_commit.write(["third"]), timeout=5))
+    assert written == [["second"], ["third"]]

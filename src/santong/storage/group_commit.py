@@ -49,7 +49,12 @@ class GroupCommit(Generic[Item]):
     async def write(self, items: list[Item]) -> None:
         """Write `items` (all or none), together with other callers' when they coincide;
         return once they are committed, or raise what failed them."""
-        waiting = _Waiting(items, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        if self._writer is not None and self._writer.get_loop() is not loop:
+            # Left behind by an event loop that was closed (a test's, a CLI run's): its
+            # writer and callers are gone with it.
+            self._writer, self._waiting = None, []
+        waiting = _Waiting(items, loop.create_future())
         self._waiting.append(waiting)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
@@ -68,9 +73,10 @@ class GroupCommit(Generic[Item]):
         return group
 
     async def _write_waiting(self) -> None:
+        this = asyncio.current_task()
         group: list[_Waiting[Item]] = []
         try:
-            while self._waiting:
+            while self._writer is this and self._waiting:
                 group = self._next_group()
                 if group:
                     await self._write_group(group)
@@ -78,12 +84,16 @@ class GroupCommit(Generic[Item]):
         except BaseException as exc:  # cancelled (the process stopping): no one may hang
             failure = exc if isinstance(exc, Exception) else ConnectionError(
                 "the server stopped before the write was committed")
-            for waiting in (*group, *self._waiting):
+            for waiting in group:
                 _settle(waiting, failure)
-            self._waiting = []
+            if self._writer is this:
+                for waiting in self._waiting:
+                    _settle(waiting, failure)
+                self._waiting = []
             raise
         finally:
-            self._writer = None
+            if self._writer is this:  # not replaced (see `write`)
+                self._writer = None
 
     async def _write_group(self, group: list[_Waiting[Item]]) -> None:
         self.statements += 1
