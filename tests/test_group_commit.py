@@ -140,3 +140,26 @@ def test_a_writer_left_by_a_closed_event_loop_does_not_hold_up_the_next() -> Non
         abandoned.close()
     asyncio.run(asyncio.wait_for(group_commit.write(["third"]), timeout=5))
     assert written == [["second"], ["third"]]
+
+
+async def test_a_plain_create_takes_one_pooled_connection(database_url: str) -> None:
+    """Its transaction runs no statement, so it takes no connection of its own: only the
+    group commit's write does. One that reads takes one at its first statement."""
+    from sqlalchemy import event
+
+    engine = create_engine(database_url, pool_size=2)
+    repository = Repository(engine)
+    checkouts: list[object] = []
+    event.listen(engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
+    try:
+        async with repository.transaction() as tx:
+            await create_version_1(tx, _with_identifier("lazy"), unique("gc"), "POST",
+                                   fresh=True)
+        assert len(checkouts) == 1
+        async with repository.transaction() as tx:
+            assert await tx.read_current("Patient", unique("absent")) is None
+            await create_version_1(tx, _with_identifier("eager"), unique("gc"), "POST",
+                                   fresh=True)
+        assert len(checkouts) == 2
+    finally:
+        await engine.dispose()

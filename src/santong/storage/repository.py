@@ -14,8 +14,8 @@ so nothing in the transaction ever reads around the queue.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -196,11 +196,14 @@ class Transaction:
     a fifth of a read's CPU. Statements keep SQLAlchemy's `:name` parameter syntax.
     """
 
-    def __init__(self, connection: asyncpg.Connection, *, lazy: bool = False) -> None:
-        """`connection` outside a transaction; with `lazy`, BEGIN is sent before the first
-        statement but a lone final flush, which then runs as one atomic statement (a plain
-        create needs no BEGIN and COMMIT round trips)."""
+    def __init__(self, connection: asyncpg.Connection | None, *, lazy: bool = False,
+                 connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None) -> None:
+        """`connection` outside a transaction, or None and `connect` to take one at the first
+        statement (a plain create, written by the group commit, never needs one); with
+        `lazy`, BEGIN is sent before the first statement but a lone final flush, which then
+        runs as one atomic statement (no BEGIN and COMMIT round trips)."""
         self.raw = connection
+        self._connect = connect
         self.connection = Connection(self)
         self._lazy, self._begun = lazy, False
         self._new: dict[tuple[str, str], _NewResource] = {}
@@ -251,17 +254,24 @@ class Transaction:
         for any parameters (after five runs). `custom_plan` is for a statement whose best
         plan depends on its values: it runs as the unnamed statement, planned every time."""
         if self._lazy and not self._begun:
-            await self.raw.execute("BEGIN")
+            await (await self._raw()).execute("BEGIN")
             self._begun = True
         return await self._fetch(statement, params, custom_plan)
+
+    async def _raw(self) -> asyncpg.Connection:
+        if self.raw is None:
+            assert self._connect is not None, "a Transaction needs a connection or `connect`"
+            self.raw = await self._connect()
+        return self.raw
 
     async def _fetch(self, statement: Statement, params: dict[str, Any] | None,
                      custom_plan: bool = False) -> Rows:
         sql, names = _positional(statement if isinstance(statement, str) else statement.text)
         values = [params[name] for name in names] if names else ()
+        raw = await self._raw()
         if custom_plan:
-            return Rows(await (await self.raw.prepare(sql, name="")).fetch(*values))
-        return Rows(await self.raw.fetch(sql, *values))
+            return Rows(await (await raw.prepare(sql, name="")).fetch(*values))
+        return Rows(await raw.fetch(sql, *values))
 
     async def finish(self) -> None:
         """Write what is queued and commit."""
@@ -269,12 +279,12 @@ class Transaction:
             await self.flush(alone=True)  # the only statement: atomic without BEGIN/COMMIT
             return
         await self.flush()
-        if self._lazy:
-            await self.raw.execute("COMMIT")
+        if self._lazy and self._begun:
+            await (await self._raw()).execute("COMMIT")
 
     async def abort(self) -> None:
         self._new, self._index = {}, {}
-        if self._lazy and self._begun:
+        if self._lazy and self._begun and self.raw is not None:
             await self.raw.execute("ROLLBACK")
 
     async def flush_for(self, resource_type: str) -> None:
@@ -525,15 +535,20 @@ class Repository:
         server-drawn ids (a plain create) is committed by the group commit, with the
         concurrent requests' creates, after its connection went back to the pool."""
         lone: list[_NewResource] | None = None
-        async with self._connection() as connection:
-            tx = Transaction(connection, lazy=True)
+        async with AsyncExitStack() as taken:
+            async def connect() -> asyncpg.Connection:
+                return await taken.enter_async_context(self._connection())
+
+            # The pool's connection is taken at the first statement: a plain create runs
+            # none (the group commit writes it on its own connection).
+            tx = Transaction(None, lazy=True, connect=connect)
             try:
                 yield tx
                 lone = tx.take_lone_creates(_GROUPED_CREATES)
                 if lone is None:
                     await tx.finish()
             except BaseException:
-                if not connection.is_closed():
+                if tx.raw is not None and not tx.raw.is_closed():
                     # A failed ROLLBACK leaves the connection in the transaction: discarded.
                     await tx.abort()
                 raise
