@@ -163,3 +163,51 @@ async def test_a_plain_create_takes_one_pooled_connection(database_url: str) -> 
         assert len(checkouts) == 2
     finally:
         await engine.dispose()
+
+
+def test_a_group_that_loses_its_connection_fails_at_once() -> None:
+    """A failure the rows did not cause (a lost connection, a timeout) fails every caller of
+    the group together: written again one by one, each would only wait for it in turn. One
+    the rows may have caused is retried caller by caller (the test above)."""
+    from santong.storage.group_commit import GroupCommit
+
+    attempts: list[list[str]] = []
+
+    async def write_items(items: list[str]) -> None:
+        attempts.append(items)
+        raise ConnectionResetError("the server closed the connection")
+
+    async def main() -> list[BaseException | None]:
+        group_commit: GroupCommit[str] = GroupCommit(
+            write_items, own_failure=lambda exc: not isinstance(exc, OSError))
+        return await asyncio.gather(*(group_commit.write([name]) for name in "abc"),
+                                    return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, ConnectionResetError) for r in results), results
+    assert attempts == [["a", "b", "c"]]
+
+
+def test_a_writer_cancelled_before_it_ran_is_replaced() -> None:
+    """A writer cancelled before its first step (a loop shutting down cancels every task)
+    never cleans up after itself: the next write starts another, which also writes what the
+    first one left waiting."""
+    from santong.storage.group_commit import GroupCommit
+
+    written: list[list[str]] = []
+
+    async def write_items(items: list[str]) -> None:
+        written.append(items)
+
+    async def main() -> None:
+        group_commit: GroupCommit[str] = GroupCommit(write_items)
+        first = asyncio.create_task(group_commit.write(["a"]))
+        await asyncio.sleep(0)  # `first` queued itself and started the writer task
+        assert group_commit._writer is not None
+        group_commit._writer.cancel()
+        await asyncio.sleep(0)
+        await asyncio.wait_for(group_commit.write(["b"]), timeout=5)
+        await asyncio.wait_for(first, timeout=5)
+
+    asyncio.run(main())
+    assert written == [["a", "b"]]

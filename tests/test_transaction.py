@@ -288,14 +288,20 @@ async def test_a_bundles_conditional_creates_are_matched_together(
     existing_value, new_value = unique("pre-old"), unique("pre-new")
     existing = (await create(client, with_identifier(existing_value))).json()
     searches: list[str] = []
-    original = asyncpg.Connection.fetch
+    fetch, prepare = asyncpg.Connection.fetch, asyncpg.Connection.prepare
 
-    async def fetch(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+    async def fetching(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
         if "FROM resource r WHERE" in query:
             searches.append(query)
-        return await original(self, query, *args, **kw)
+        return await fetch(self, query, *args, **kw)
 
-    monkeypatch.setattr(asyncpg.Connection, "fetch", fetch)
+    async def preparing(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        if "FROM resource r WHERE" in query:  # statements planned once (not cached)
+            searches.append(query)
+        return await prepare(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", fetching)
+    monkeypatch.setattr(asyncpg.Connection, "prepare", preparing)
     old_url, new_url, again_url = urn(), urn(), urn()
     response = await client.post("", json=bundle(
         "transaction",

@@ -146,3 +146,20 @@ async def test_a_change_of_decimal_precision_is_a_change(client: httpx.AsyncClie
     assert (await put(b"1.50")).headers["ETag"] == 'W/"2"'
     assert (await put(b"1.5")).headers["ETag"] == 'W/"3"'
 
+
+
+async def test_the_same_decimal_written_compactly_or_spaced_is_no_change(
+        client: httpx.AsyncClient) -> None:
+    """`1.5e-7` is read as a plain float from a compact body and checked digit by digit from
+    one with spaces: the no-op check sees the same text either way (as orjson writes it)."""
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "血糖"},
+                   "valueQuantity": {"value": 0, "unit": "mol/L"}}
+    created = (await create(client, observation)).json()
+    url = f"Observation/{created['id']}"
+    compact = orjson.dumps(created).replace(b'"value":0', b'"value":1.5e-7')
+    headers = {"Content-Type": "application/fhir+json"}
+    first = await client.put(url, content=compact, headers=headers)
+    assert first.headers["ETag"] == 'W/"2"', first.text
+    spaced = compact.replace(b'"value":1.5e-7', b'"value": 1.5e-7 ')
+    assert (await client.put(url, content=spaced, headers=headers)).headers["ETag"] == 'W/"2"'
+    assert b'"value":1.5e-7' in (await client.get(url)).content

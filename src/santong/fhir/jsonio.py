@@ -38,7 +38,8 @@ class PreciseDecimal(float):
 
 def _parse_float(text: str) -> float:
     value = float(text)
-    return value if repr(value) == text else PreciseDecimal(text)
+    # A plain float when orjson (which writes every response) writes back the same text.
+    return value if orjson.dumps(value) == text.encode() else PreciseDecimal(text)
 
 
 def _reject_constant(name: str) -> Any:

@@ -82,7 +82,10 @@ def _number_text(value: Any) -> str | None:
     precision, so 1.5, 1.50 and 1.5e0 differ although Python finds them equal."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value.text if isinstance(value, jsonio.PreciseDecimal) else repr(value)
+    if isinstance(value, jsonio.PreciseDecimal):
+        return value.text
+    # As written back (orjson: `1.5e-7`, where repr gives `1.5e-07`).
+    return repr(value) if isinstance(value, int) else jsonio.dumps(value).decode()
 
 
 def _same(a: Any, b: Any) -> bool:

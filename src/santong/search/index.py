@@ -71,7 +71,7 @@ def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
 
 
 def _composite_rows(resource: dict[str, Any], param: SearchParameter,
-                    seen: dict[tuple[int, str, str], list[Any] | None]) -> list[str]:
+                    seen: dict[tuple[int, str, str, str], list[Any] | None]) -> list[str]:
     """One JSON document per composite value: each component's index rows, by column name.
 
     A value is dropped at its first component that selects nothing: most composites
@@ -87,7 +87,7 @@ def _composite_rows(resource: dict[str, Any], param: SearchParameter,
     for node in extract(resource, param):
         document = []
         for component, expression in components:
-            key = (id(node.value), component.type, expression)  # what the rows depend on
+            key = (id(node.value), node.type, component.type, expression)  # what rows depend on
             if key in seen:
                 rows = seen[key]
             else:
@@ -218,7 +218,7 @@ def _plan(resource_type: str) -> _Plan:
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
-    seen: dict[tuple[int, str, str], list[Any] | None] = {}
+    seen: dict[tuple[int, str, str, str], list[Any] | None] = {}
     for code, param in _plan(resource_type).applicable(resource).items():
         if param.type == "composite":
             try:

@@ -34,11 +34,16 @@ class GroupCommit(Generic[Item]):
     """Writes the items of concurrent `write` calls in groups, one group at a time.
 
     `write_items` writes a list of items atomically (all or none) and commits; a group holds
-    up to `max_items` items (at least one caller's)."""
+    up to `max_items` items (at least one caller's). `own_failure` tells a failure the rows
+    themselves may have caused (one PostgreSQL reported): the group's callers are then
+    written again one by one. Any other (a lost connection, a timeout) fails the whole group
+    at once: each caller alone would only wait for it again, one after another."""
 
     def __init__(self, write_items: Callable[[list[Item]], Awaitable[None]], *,
+                 own_failure: Callable[[Exception], bool] = lambda exc: True,
                  max_items: int = 64) -> None:
         self._write_items = write_items
+        self._own_failure = own_failure
         self._max_items = max_items
         self._waiting: list[_Waiting[Item]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -54,6 +59,10 @@ class GroupCommit(Generic[Item]):
             # Left behind by an event loop that was closed (a test's, a CLI run's): its
             # writer and callers are gone with it.
             self._writer, self._waiting = None, []
+        elif self._writer is not None and self._writer.done():
+            # Cancelled before it ran (its cleanup never ran): the next writer takes over
+            # whoever still waits.
+            self._writer = None
         waiting = _Waiting(items, loop.create_future())
         self._waiting.append(waiting)
         if self._writer is None:
@@ -101,11 +110,14 @@ class GroupCommit(Generic[Item]):
         try:
             await self._write_items([item for waiting in group for item in waiting.items])
         except Exception as exc:
-            if len(group) == 1:
-                _settle(group[0], exc)
+            if len(group) == 1 or not self._own_failure(exc):
+                for waiting in group:
+                    _settle(waiting, exc)
                 return
             # Whose rows failed it is not known: each caller's alone, so only theirs fail.
             for waiting in group:
+                if waiting.written.done():  # its caller was cancelled meanwhile
+                    continue
                 self.statements += 1
                 try:
                     await self._write_items(waiting.items)

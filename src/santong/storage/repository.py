@@ -142,12 +142,15 @@ def _taken(exc: asyncpg.UniqueViolationError, new: list[_NewResource]) -> tuple[
                 (new[0].resource_type, new[0].id))
 
 
-@lru_cache(maxsize=4096)
-def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+def _to_positional(sql: str) -> tuple[str, tuple[str, ...]]:
     """SQL with `:name` parameters (SQLAlchemy's text() syntax) as asyncpg's `$n` form and
-    the names in order, compiled by SQLAlchemy once per distinct statement."""
+    the names in order."""
     compiled = text(sql).compile(dialect=_DIALECT)
     return compiled.string, tuple(compiled.positiontup or ())
+
+
+# Compiled once per distinct statement (statements of the same shape repeat).
+_positional = lru_cache(maxsize=4096)(_to_positional)
 
 
 class Rows:
@@ -247,16 +250,18 @@ class Transaction:
         self._index[rid] = (resource_type, rows)
 
     async def run(self, statement: Statement, params: dict[str, Any] | None = None, *,
-                  custom_plan: bool = False) -> Rows:
+                  custom_plan: bool = False, one_off: bool = False) -> Rows:
         """Execute a statement inside the transaction (beginning it if lazy).
 
         Statements are prepared once per connection and PostgreSQL may then settle on a plan
         for any parameters (after five runs). `custom_plan` is for a statement whose best
-        plan depends on its values: it runs as the unnamed statement, planned every time."""
+        plan depends on its values: it runs as the unnamed statement, planned every time.
+        `one_off`: a statement whose text is unlikely to come again (built for its inputs),
+        run like `custom_plan` and kept in no cache."""
         if self._lazy and not self._begun:
             await (await self._raw()).execute("BEGIN")
             self._begun = True
-        return await self._fetch(statement, params, custom_plan)
+        return await self._fetch(statement, params, custom_plan, one_off)
 
     async def _raw(self) -> asyncpg.Connection:
         if self.raw is None:
@@ -265,11 +270,12 @@ class Transaction:
         return self.raw
 
     async def _fetch(self, statement: Statement, params: dict[str, Any] | None,
-                     custom_plan: bool = False) -> Rows:
-        sql, names = _positional(statement if isinstance(statement, str) else statement.text)
+                     custom_plan: bool = False, one_off: bool = False) -> Rows:
+        sql, names = (_to_positional if one_off else _positional)(
+            statement if isinstance(statement, str) else statement.text)
         values = [params[name] for name in names] if names else ()
         raw = await self._raw()
-        if custom_plan:
+        if custom_plan or one_off:
             return Rows(await (await raw.prepare(sql, name="")).fetch(*values))
         return Rows(await raw.fetch(sql, *values))
 
@@ -423,22 +429,26 @@ class Transaction:
         self, searches: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]], limit: int
     ) -> list[list[StoredVersion]]:
         """`search_current` for several (resource_type, where) at once, in one statement: the
-        first `limit` matches of each, in id order. Their binds must not clash (one Compiler
-        made them all)."""
+        first `limit` matches of each (in id order within each). Their binds must not clash
+        (one Compiler made them all, sharing one dict of binds: added once)."""
         parts: list[str] = []
         params: dict[str, Any] = {"_limit": limit}
+        added: set[int] = set()
         for k, (resource_type, where) in enumerate(searches):
             clauses = [f"r.resource_type = :_t{k}", "NOT r.deleted"]
             params[f"_t{k}"] = resource_type
             for sql, binds in where:
                 clauses.append(f"({sql})")
-                params.update(binds)
+                if id(binds) not in added:
+                    added.add(id(binds))
+                    params.update(binds)
             condition = " AND ".join(clauses)
             parts.append(f"(SELECT {k} AS k, r.id, r.version_id, r.last_updated, r.content"
                          f" FROM resource r WHERE {condition} ORDER BY r.id LIMIT :_limit)")
         found: list[list[StoredVersion]] = [[] for _ in searches]
         if parts:
-            for row in await self.connection.execute(" UNION ALL ".join(parts), params):
+            await self.flush()
+            for row in await self.run(" UNION ALL ".join(parts), params, one_off=True):
                 found[row[0]].append(StoredVersion(searches[row[0]][0], row[1], row[2], row[3],
                                                    False, row[4]))
         return found
@@ -489,6 +499,12 @@ class Transaction:
         ]
 
 
+def _rejected_rows(exc: Exception) -> bool:
+    """A failure PostgreSQL reported for the statement (a taken id, a value it cannot hold),
+    which some rows may have caused, not a lost connection or a timeout."""
+    return isinstance(exc, asyncpg.PostgresError | DuplicateId)
+
+
 # A transaction with more new resources than this (a Bundle) commits on its own: a long
 # statement would hold up the plain creates grouped with it.
 _GROUPED_CREATES = 16
@@ -497,7 +513,8 @@ _GROUPED_CREATES = 16
 class Repository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.group_commit: GroupCommit[_NewResource] = GroupCommit(self._write_new)
+        self.group_commit: GroupCommit[_NewResource] = GroupCommit(
+            self._write_new, own_failure=_rejected_rows)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -532,8 +549,8 @@ class Repository:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """A database transaction, begun lazily (see `Transaction`): BEGIN/COMMIT are sent
         only when more than one statement is needed. One that only creates resources under
-        server-drawn ids (a plain create) is committed by the group commit, with the
-        concurrent requests' creates, after its connection went back to the pool."""
+        server-drawn ids (a plain create) runs no statement and takes no connection: the
+        group commit writes its resources with the concurrent requests' creates."""
         lone: list[_NewResource] | None = None
         async with AsyncExitStack() as taken:
             async def connect() -> asyncpg.Connection:

@@ -203,8 +203,8 @@ def _integer_check(prim: Primitive) -> _Check:
 
 
 # Search indexes decimals as PostgreSQL numerics, which hold 16,383 digits after the point
-# (a value of 1e-200000 failed the write); far beyond any measurement, and their ranges and
-# unit conversions stay well inside it.
+# (1e-200000, or 1. and 17,000 zeros, failed the write); these bounds are far beyond any
+# measurement, and the values' ranges and unit conversions stay well inside PostgreSQL's.
 _DECIMAL_EXPONENTS = (-1000, 1000)
 
 
@@ -215,10 +215,15 @@ def _decimal_check(value: Any) -> tuple[str, str] | None:
     if not isinstance(value, int) and not math.isfinite(value):
         return "value", f"Invalid decimal '{value}'"
     text = getattr(value, "text", None)  # as written, when a float would not give it back
-    if text is not None and not _DECIMAL_EXPONENTS[0] <= Decimal(text).adjusted() \
-            <= _DECIMAL_EXPONENTS[1]:
-        return "value", (f"Decimal '{text}' is out of the range this server stores"
-                         f" (magnitudes 1e{_DECIMAL_EXPONENTS[0]} to 1e{_DECIMAL_EXPONENTS[1]})")
+    if text is not None:
+        exact = Decimal(text)
+        exponent = exact.as_tuple().exponent
+        if not (_DECIMAL_EXPONENTS[0] <= exact.adjusted() <= _DECIMAL_EXPONENTS[1]
+                and isinstance(exponent, int) and exponent >= _DECIMAL_EXPONENTS[0]):
+            return "value", (f"Decimal '{_shown(text)}' is out of the range this server stores"
+                             f" (magnitudes 1e{_DECIMAL_EXPONENTS[0]} to"
+                             f" 1e{_DECIMAL_EXPONENTS[1]}, at most {-_DECIMAL_EXPONENTS[0]}"
+                             " digits after the point)")
     return None
 
 

@@ -69,8 +69,10 @@ async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str,
         compiler = Compiler(call.request.base_url)
         searches: list[tuple[str, list[tuple[str, dict[str, object]]]]] = []
         positions: list[int] = []
-        # A statement takes at most 32,767 parameters: a long Bundle's take several.
-        while position < len(criteria) and len(compiler.binds) < _BINDS_PER_STATEMENT:
+        # A statement takes at most 32,767 parameters: a long Bundle's take several, each of
+        # at most _CRITERIA_PER_STATEMENT criteria.
+        while (position < len(criteria) and len(searches) < _CRITERIA_PER_STATEMENT
+               and len(compiler.binds) < _BINDS_PER_STATEMENT):
             resource_type, params = criteria[position]
             position += 1
             selecting = _selecting(params)
@@ -81,6 +83,8 @@ async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str,
                 compiled = compiler.compile(resource_type, selecting, strict=True)
             except FhirError:
                 continue
+            if len(compiler.binds) > 2 * _BINDS_PER_STATEMENT:
+                continue  # too big to go with others (its binds stay unused): left to `match`
             searches.append((resource_type, compiled.conditions))
             positions.append(position - 1)
         matches = await call.tx.search_current_each(searches, limit)
@@ -90,6 +94,7 @@ async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str,
 
 
 _BINDS_PER_STATEMENT = 10_000
+_CRITERIA_PER_STATEMENT = 100
 
 
 async def match(call: Call, params: list[tuple[str, str]], limit: int = 2) -> list[StoredVersion]:
