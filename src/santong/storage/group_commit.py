@@ -10,8 +10,8 @@ the next statement, as PostgreSQL's own group commit does for WAL flushes. There
 a create that finds no group in progress is written at once.
 
 Each request is answered only after the statement holding its resources committed. A group
-that fails is written again one request at a time, so a row PostgreSQL rejects, or a taken
-id, fails only the request it came from.
+PostgreSQL rejects is written again one request at a time, so a row it cannot hold, or a taken
+id, fails only the request it came from; a lost connection or a timeout fails the group.
 """
 
 from __future__ import annotations
