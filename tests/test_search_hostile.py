@@ -47,3 +47,23 @@ async def test_hostile_post_search(client: httpx.AsyncClient) -> None:
     response = await client.post("Patient/_search", content=b"name=a%00b",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("key", ["identifier", "family", "_tag", "general-practitioner.name",
+                                 "_has:Encounter:subject:status"])
+async def test_a_search_with_too_many_values_is_a_400(client: httpx.AsyncClient,
+                                                       key: str) -> None:
+    """A statement takes at most 32,767 parameters: 40,000 comma-separated values were a 500."""
+    response = await client.get("Patient", params={key: ",".join(["a"] * 12_000)})
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "too-costly" and issue["expression"] == [key], issue
+
+
+async def test_a_conditional_create_with_too_many_values_is_a_400(
+        client: httpx.AsyncClient) -> None:
+    criteria = "identifier=" + ",".join(["a"] * 12_000)
+    response = await client.post("Patient", json={"resourceType": "Patient"},
+                                 headers={"If-None-Exist": criteria})
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["code"] == "too-costly"

@@ -217,6 +217,10 @@ class Probe:
     looked_up: str | None = None
 
 
+# The most values (bound parameters) one search may match against.
+MAX_VALUES = 10_000
+
+
 class Compiler:
     """Builds SQL for one search; bind names are unique across nested sub-queries."""
 
@@ -262,6 +266,7 @@ class Compiler:
     ) -> Compiled:
         compiled = Compiled(binds=self.binds)
         windows: dict[str, tuple[datetime | None, datetime | None]] = {}
+        start = len(self.binds)
         for key, value in params:
             if key in RESULT_PARAMETERS or key.split(":")[0] in RESULT_PARAMETERS:
                 continue
@@ -273,6 +278,11 @@ class Compiler:
                     raise error(400, "not-supported", str(exc), expression=key) from None
                 compiled.ignored.append(key)
                 continue
+            if len(self.binds) - start > MAX_VALUES:
+                # A statement takes at most 32,767 parameters (40,000 identifiers were a 500).
+                raise error(400, "too-costly", f"The search has more than {MAX_VALUES:,} values"
+                            f" to match (reached at '{key}'): split it into several searches",
+                            expression=key)
             # A plain date parameter (no modifier, no chain) with rows in search_date.
             param = None if key.startswith("_") else get(resource_type, key)
             if param is not None and param.type == "date":
