@@ -31,7 +31,7 @@ def _queued(id: str, resource: dict[str, Any]) -> list[Any]:
     tx = Transaction(None, lazy=True)  # type: ignore[arg-type]  # queues, runs nothing
     stored, content = serialise_version(resource, id, 1, now())
     tx.queue_first_version("Patient", id, now(), content, "POST", index_rows(stored))
-    new = tx.take_lone_creates(16)
+    new = tx.take_lone_creates(16, 1 << 20)
     assert new is not None and len(new) == 1
     return new
 
@@ -211,3 +211,24 @@ def test_a_writer_cancelled_before_it_ran_is_replaced() -> None:
 
     asyncio.run(main())
     assert written == [["a", "b"]]
+
+
+async def test_a_large_create_commits_on_its_own(database_url: str) -> None:
+    """A create of much JSON (a large Binary) is not grouped: its long statement would hold
+    up the small creates grouped with it."""
+    import base64
+
+    engine = create_engine(database_url, pool_size=2)
+    repository = Repository(engine)
+    try:
+        statements = repository.group_commit.statements
+        large = {"resourceType": "Binary", "contentType": "application/octet-stream",
+                 "data": base64.b64encode(b"x" * 300_000).decode()}
+        id = unique("gc-large")
+        async with repository.transaction() as tx:
+            await create_version_1(tx, large, id, "POST", fresh=True)
+        assert repository.group_commit.statements == statements
+        async with repository.reading() as tx:
+            assert await tx.read_current("Binary", id) is not None
+    finally:
+        await engine.dispose()

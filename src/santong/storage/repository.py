@@ -230,13 +230,14 @@ class Transaction:
         for resource in new:
             self._new[resource.resource_type, resource.id] = resource
 
-    def take_lone_creates(self, limit: int) -> list[_NewResource] | None:
+    def take_lone_creates(self, limit: int, limit_chars: int) -> list[_NewResource] | None:
         """The queued new resources, taken out, when they are all this transaction has to
-        write, it has run no statement, and they are at most `limit`; else None (nothing
-        taken). Such a transaction needs no commit of its own: its resources can be written
-        with other requests' (santong.storage.group_commit)."""
+        write, it has run no statement, and they are at most `limit` of at most `limit_chars`
+        of JSON in all; else None (nothing taken). Such a transaction needs no commit of its
+        own: its resources can be written with other requests' (santong.storage.group_commit)."""
         if (not self._lazy or self._begun or self._index or not self._new
-                or len(self._new) > limit):
+                or len(self._new) > limit
+                or sum(len(n.content) for n in self._new.values()) > limit_chars):
             return None
         new, self._new = list(self._new.values()), {}
         return new
@@ -505,9 +506,10 @@ def _rejected_rows(exc: Exception) -> bool:
     return isinstance(exc, asyncpg.PostgresError | DuplicateId)
 
 
-# A transaction with more new resources than this (a Bundle) commits on its own: a long
-# statement would hold up the plain creates grouped with it.
+# A transaction with more new resources than this (a Bundle), or more JSON (a large Binary),
+# commits on its own: a long statement would hold up the plain creates grouped with it.
 _GROUPED_CREATES = 16
+_GROUPED_CHARS = 256 * 1024
 
 
 class Repository:
@@ -561,7 +563,7 @@ class Repository:
             tx = Transaction(None, lazy=True, connect=connect)
             try:
                 yield tx
-                lone = tx.take_lone_creates(_GROUPED_CREATES)
+                lone = tx.take_lone_creates(_GROUPED_CREATES, _GROUPED_CHARS)
                 if lone is None:
                     await tx.finish()
             except BaseException:
