@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from santong.fhir.call import Call
 from santong.fhir.outcome import FhirError, error
 from santong.search import terminology
-from santong.search.query import RESULT_PARAMETERS, Compiler
+from santong.search.query import MAX_VALUES, RESULT_PARAMETERS, Compiler
 from santong.storage.repository import StoredVersion
 
 
@@ -80,11 +80,10 @@ async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str,
                                     for key, _ in selecting if ":" in key):
                 continue
             try:
+                # Raises past MAX_VALUES binds of its own (left to `match`, which reports it).
                 compiled = compiler.compile(resource_type, selecting, strict=True)
             except FhirError:
                 continue
-            if len(compiler.binds) > 2 * _BINDS_PER_STATEMENT:
-                continue  # too big to go with others (its binds stay unused): left to `match`
             searches.append((resource_type, compiled.conditions))
             positions.append(position - 1)
         matches = await call.tx.search_current_each(searches, limit)
@@ -93,7 +92,8 @@ async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str,
     return found
 
 
-_BINDS_PER_STATEMENT = 10_000
+# Up to this many binds, then one more criteria of at most MAX_VALUES: under 32,767.
+_BINDS_PER_STATEMENT = MAX_VALUES
 _CRITERIA_PER_STATEMENT = 100
 
 
