@@ -262,7 +262,7 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| OS | {m['os']} |",
             f"| Santong | {v['santong']} ({v['commit']}) |",
             f"| Python / PostgreSQL | {v['python']} / {v['postgresql']} (embedded, pgserver "
-            f"{v['pgserver']}, default settings) |",
+            f"{v['pgserver']}; {v.get('postgresql_settings', 'default settings')}) |",
             f"| FastAPI / uvicorn / SQLAlchemy / asyncpg | {v['fastapi']} / {v['uvicorn']} / "
             f"{v['sqlalchemy']} / {v['asyncpg']} |",
             f"| Load generator | {v['load_generator']}, separate process |",

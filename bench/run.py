@@ -846,15 +846,22 @@ def meta(bench: Bench, pg_url: str, stamp: datetime, mode: str, by_size: dict[st
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
 
-    async def pg_version() -> str:
+    async def pg_version() -> tuple[str, str]:
         import asyncpg
 
         dsn, host = limit_dsn(pg_url)
         connection = await asyncpg.connect(dsn, **({"host": host} if host else {}))
         try:
-            return str(await connection.fetchval("SHOW server_version"))
+            rows = await connection.fetch(
+                "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name IN"
+                " ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'work_mem')"
+                " ORDER BY name")
+            return (str(await connection.fetchval("SHOW server_version")),
+                    ", ".join(f"{r['name']} {r['value']}" for r in rows))
         finally:
             await connection.close()
+
+    pg_server_version, pg_settings = asyncio.run(pg_version())
 
     return {
         "date": stamp.isoformat(timespec="seconds"), "mode": mode,
@@ -863,7 +870,8 @@ def meta(bench: Bench, pg_url: str, stamp: datetime, mode: str, by_size: dict[st
                     round(memory_kib / 1024 / 1024, 1), "kernel": platform.release(),
                     "os": platform.platform()},
         "versions": {"santong": __version__, "commit": commit + (" (modified)" if dirty else ""),
-                     "python": platform.python_version(), "postgresql": asyncio.run(pg_version()),
+                     "python": platform.python_version(), "postgresql": pg_server_version,
+                     "postgresql_settings": pg_settings,
                      "load_generator": bench.loadgen.version(), **versions},
         "settings": {"sizes": args.sizes, "seed": args.seed, "duration": args.duration,
                      "warmup": args.warmup, "sample": args.sample, "setup": args.setup,

@@ -160,6 +160,43 @@ def test_embedded_database_survives_a_restart(tmp_path: Path) -> None:
         assert _stop(process) == 0
 
 
+_SHOW_EMBEDDED_SETTINGS = """
+import asyncio, json, sys
+from pathlib import Path
+import asyncpg
+from santong.storage.database import asyncpg_connect_args, start_embedded_postgres
+
+async def main() -> None:
+    url = start_embedded_postgres(Path(sys.argv[1]))
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    rows = await connection.fetch(
+        "SELECT name, setting, unit FROM pg_settings WHERE name IN"
+        " ('shared_buffers', 'max_wal_size', 'checkpoint_timeout')")
+    print(json.dumps({r["name"]: [int(r["setting"]), r["unit"]] for r in rows}))
+    await connection.close()
+
+asyncio.run(main())
+"""
+
+
+def test_embedded_database_is_tuned_for_writes(tmp_path: Path) -> None:
+    """The embedded server runs with more shared buffers and rarer checkpoints than initdb's
+    defaults (128 MB; every 1 GB of WAL or 5 minutes) from its first start (a new data
+    directory is restarted once), and keeps them on later starts; it stops with its process."""
+    from santong.storage.database import embedded_settings
+
+    shared_mb = int(embedded_settings()["shared_buffers"].removesuffix("MB"))
+    expected = {"shared_buffers": [shared_mb * 1024 // 8, "8kB"], "max_wal_size": [4096, "MB"],
+                "checkpoint_timeout": [900, "s"]}
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", _SHOW_EMBEDDED_SETTINGS, str(tmp_path)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == expected
+        assert not (tmp_path / "pg" / "postmaster.pid").exists()  # stopped at exit
+    assert 128 <= shared_mb <= 1024
+
+
 def test_graceful_shutdown_finishes_in_flight_requests(database_url: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
