@@ -1428,6 +1428,35 @@ def _extractor(resource_type: str, expression: str) -> Extractor:
     return extract_values
 
 
+Pairs = Callable[[dict[str, Any]], list[tuple[str, Any]]]
+
+
+@cache
+def _pairs(resource_type: str, expression: str) -> Pairs:
+    try:
+        fn = _compile_subset(resource_type, expression)
+    except _Unsupported:
+        run = _fallback(resource_type, expression)
+        return lambda resource: [(n.type, n.value) for n in run(resource, resource)]
+    return lambda resource: fn([(resource_type, resource)], resource)
+
+
+def pairs_extractor(resource_type: str, param: SearchParameter) -> Pairs:
+    """What `extract` selects for *param* from a resource of *resource_type*, as (type,
+    value) pairs: no Node per value, for indexing, which runs on every write."""
+    if param.expression is None:
+        return lambda resource: []
+    run, url = _pairs(resource_type, param.expression), param.url
+
+    def pairs(resource: dict[str, Any]) -> list[tuple[str, Any]]:
+        selected = run(resource)
+        transform = transforms.for_url(url)  # looked up each time, as by `extract`
+        return selected if transform is None else [("string", s)
+                                                   for s in transform.values(selected)]
+
+    return pairs
+
+
 def extract(resource: dict[str, Any], param: SearchParameter) -> list[Node]:
     """The values *param* selects from *resource* (computed by its transform if it has one)."""
     if param.expression is None:

@@ -13,7 +13,7 @@ import html
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -23,7 +23,14 @@ from typing import Any
 import orjson
 
 from santong.search import values
-from santong.search.extract import ExtractionError, Node, evaluate_relative, extract
+from santong.search.extract import (
+    ExtractionError,
+    Node,
+    Pairs,
+    evaluate_relative,
+    extract,
+    pairs_extractor,
+)
 from santong.search.parameters import SearchParameter, by_url, parameters_for
 
 log = logging.getLogger(__name__)
@@ -174,32 +181,112 @@ def _element_names(key: str) -> tuple[str, ...]:
     return (key, *(key[:i] for i in range(1, len(key)) if key[i].isupper()))
 
 
+def _string_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    # Distinct per value: a Chinese name's text repeats its parts (张三 and 张 + 三).
+    return [(code, values.normalise(s), s) for kind, value in pairs
+            for s in dict.fromkeys(values.string_values(kind, value))]
+
+
+def _token_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, *row) for kind, value in pairs for row in values.token_values(kind, value)]
+
+
+def _reference_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, *row) for kind, value in pairs
+            for row in values.reference_values(kind, value)]
+
+
+def _date_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, *row) for kind, value in pairs for row in values.date_values(kind, value)]
+
+
+def _number_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, *row) for kind, value in pairs for row in values.number_values(kind, value)]
+
+
+def _quantity_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, *row) for kind, value in pairs
+            for row in values.quantity_values(kind, value)]
+
+
+def _uri_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, u) for kind, value in pairs for u in values.uri_values(kind, value)]
+
+
+def _position_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(code, *position) for _, value in pairs
+            for position in values.position_values(value)]
+
+
+# The rows of one parameter's selected values, by the IndexRows table they go to (the same
+# rows as typed_rows, with the code first, made without a Node per value).
+_ROW_MAKERS: dict[str, Callable[[str, list[tuple[str, Any]]], list[tuple[Any, ...]]]] = {
+    "string": _string_rows, "token": _token_rows, "reference": _reference_rows,
+    "date": _date_rows, "number": _number_rows, "quantity": _quantity_rows, "uri": _uri_rows,
+    "position": _position_rows,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """How one parameter is indexed: its table, how its values are selected and made rows."""
+
+    param: SearchParameter
+    table: str  # an IndexRows field
+    select: Pairs | None  # None for composites (their components are selected per value)
+    rows: Callable[[str, list[tuple[str, Any]]], list[tuple[Any, ...]]] | None
+
+
+# A plan remembers the parameters of at most this many distinct JSON keys (they come from
+# clients: unknown ones are worked out each time past it).
+_KEYS_REMEMBERED = 4096
+
+
 class _Plan:
     """Which parameters of a type index which top-level elements, worked out once per
     parameter set (a type has 30–60 parameters; a resource has values for a few)."""
 
-    __slots__ = ("always", "by_element", "parameters")
+    __slots__ = ("always", "by_element", "by_key", "parameters")
 
-    def __init__(self, parameters: Mapping[str, SearchParameter]) -> None:
+    def __init__(self, resource_type: str, parameters: Mapping[str, SearchParameter]) -> None:
         self.parameters = parameters
-        self.always: list[tuple[str, SearchParameter]] = []
-        self.by_element: dict[str, list[tuple[str, SearchParameter]]] = {}
+        self.always: list[tuple[str, _Entry]] = []
+        self.by_element: dict[str, list[tuple[str, _Entry]]] = {}
+        self.by_key: dict[str, tuple[tuple[str, _Entry], ...]] = {}
         for code, param in parameters.items():
             if code in _ROW_PARAMETERS or code in ("_text", "_content") or \
                     param.expression is None:
                 continue
-            elements = None if param.expression is None else first_elements(param.expression)
+            table = "position" if param.positional else param.type
+            if param.type == "composite":
+                entry = _Entry(param, table, None, None)
+            elif table in _ROW_MAKERS:
+                entry = _Entry(param, table, pairs_extractor(resource_type, param),
+                               _ROW_MAKERS[table])
+            else:
+                continue  # a special parameter without positions: nothing to index
+            elements = first_elements(param.expression)
             if elements is None:
-                self.always.append((code, param))
+                self.always.append((code, entry))
             for name in elements or ():
-                self.by_element.setdefault(name, []).append((code, param))
+                self.by_element.setdefault(name, []).append((code, entry))
 
-    def applicable(self, resource: dict[str, Any]) -> dict[str, SearchParameter]:
+    def _for_key(self, key: str) -> tuple[tuple[str, _Entry], ...]:
+        entries = self.by_key.get(key)
+        if entries is None:
+            entries = tuple(e for name in _element_names(key)
+                            for e in self.by_element.get(name, ()))
+            if len(self.by_key) < _KEYS_REMEMBERED:
+                self.by_key[key] = entries
+        return entries
+
+    def applicable(self, resource: dict[str, Any]) -> dict[str, _Entry]:
         """The parameters that may select something in `resource`, by code."""
         found = dict(self.always)
         for key in resource:
-            for name in _element_names(key):
-                found.update(self.by_element.get(name, ()))
+            entries = self._for_key(key)
+            if entries:
+                found.update(entries)
         return found
 
 
@@ -211,7 +298,7 @@ def _plan(resource_type: str) -> _Plan:
     parameters = parameters_for(resource_type)
     plan = _plans.get(resource_type)
     if plan is None or plan.parameters is not parameters:
-        plan = _plans[resource_type] = _Plan(parameters)
+        plan = _plans[resource_type] = _Plan(resource_type, parameters)
     return plan
 
 
@@ -219,25 +306,19 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
     seen: dict[tuple[int, str, str, str], list[Any] | None] = {}
-    for code, param in _plan(resource_type).applicable(resource).items():
-        if param.type == "composite":
-            try:
-                rows.composite += [(code, d) for d in _composite_rows(resource, param, seen)]
-            except ExtractionError as exc:
-                log.warning("%s.%s not indexed: %s", resource_type, code, exc)
-            continue
+    for code, entry in _plan(resource_type).applicable(resource).items():
         try:
-            nodes = extract(resource, param)
+            if entry.select is None:  # a composite
+                rows.composite += [(code, d) for d in _composite_rows(resource, entry.param,
+                                                                      seen)]
+                continue
+            pairs = entry.select(resource)
         except ExtractionError as exc:
             # A value the expression cannot evaluate on is not indexed, like a missing one.
             log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue
-        if param.positional:  # `near`: positions
-            rows.position += [(code, *position) for node in nodes
-                              for position in values.position_values(node.value)]
-            continue
-        table: list[tuple[Any, ...]] = getattr(rows, param.type)
-        table += [(code, *row) for row in typed_rows(param.type, nodes)]
+        if pairs:
+            getattr(rows, entry.table).extend(entry.rows(code, pairs))  # type: ignore[misc]
     if rows.date:
         rows.date = with_spans(rows.date)
     narrative = (resource.get("text") or {}).get("div")
