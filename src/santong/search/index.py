@@ -13,7 +13,7 @@ import html
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -187,26 +187,13 @@ def _string_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...
             for s in dict.fromkeys(values.string_values(kind, value))]
 
 
-def _token_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(code, *row) for kind, value in pairs for row in values.token_values(kind, value)]
+def _rows_of(values_of: Callable[[str, Any], Iterable[tuple[Any, ...]]]
+             ) -> Callable[[str, list[tuple[str, Any]]], list[tuple[Any, ...]]]:
+    """Rows `(code, *row)` for each row `values_of` gives for each selected value."""
+    def rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(code, *row) for kind, value in pairs for row in values_of(kind, value)]
 
-
-def _reference_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(code, *row) for kind, value in pairs
-            for row in values.reference_values(kind, value)]
-
-
-def _date_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(code, *row) for kind, value in pairs for row in values.date_values(kind, value)]
-
-
-def _number_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(code, *row) for kind, value in pairs for row in values.number_values(kind, value)]
-
-
-def _quantity_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(code, *row) for kind, value in pairs
-            for row in values.quantity_values(kind, value)]
+    return rows
 
 
 def _uri_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
@@ -221,9 +208,10 @@ def _position_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, .
 # The rows of one parameter's selected values, by the IndexRows table they go to (the same
 # rows as typed_rows, with the code first, made without a Node per value).
 _ROW_MAKERS: dict[str, Callable[[str, list[tuple[str, Any]]], list[tuple[Any, ...]]]] = {
-    "string": _string_rows, "token": _token_rows, "reference": _reference_rows,
-    "date": _date_rows, "number": _number_rows, "quantity": _quantity_rows, "uri": _uri_rows,
-    "position": _position_rows,
+    "string": _string_rows, "token": _rows_of(values.token_values),
+    "reference": _rows_of(values.reference_values), "date": _rows_of(values.date_values),
+    "number": _rows_of(values.number_values), "quantity": _rows_of(values.quantity_values),
+    "uri": _uri_rows, "position": _position_rows,
 }
 
 
@@ -318,7 +306,7 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
             log.warning("%s.%s not indexed: %s", resource_type, code, exc)
             continue
         if pairs:
-            getattr(rows, entry.table).extend(entry.rows(code, pairs))  # type: ignore[misc]
+            getattr(rows, entry.table).extend(entry.rows(code, pairs))
     if rows.date:
         rows.date = with_spans(rows.date)
     narrative = (resource.get("text") or {}).get("div")
