@@ -40,6 +40,13 @@ async def versions_since(client: httpx.AsyncClient, since: str) -> int:
         # a 500 when the index rows were written.
         (b'{"resourceType": "Patient", "extension": [{"url": "http://example.org/x",'
          b' "valueDecimal": -1e-200000}]}', 400, "value", "Patient.extension[0].valueDecimal"),
+        # Past a double's range (orjson cannot read it): was "not valid JSON".
+        (b'{"resourceType": "Patient", "extension": [{"url": "http://example.org/x",'
+         b' "valueDecimal": 1e2000}]}', 400, "value", "Patient.extension[0].valueDecimal"),
+        # A lone surrogate is malformed JSON, also in a body the json module reads.
+        (b'{"resourceType": "Patient", "extension": [{"url": "http://example.org/x",'
+         b' "valueDecimal": 1e400}], "name": [{"family": "\\ud800"}]}', 400, "structure",
+         None),
     ],
 )
 async def test_invalid_create(
@@ -57,6 +64,19 @@ async def test_invalid_create(
         assert expression in expressions(response)
     assert "Traceback" not in response.text
     assert await versions_since(client, before) == 0
+
+
+async def test_decimal_beyond_a_double_is_named(client: httpx.AsyncClient) -> None:
+    """1e400 is well-formed JSON (it was refused as "not valid JSON"): a 400 naming the
+    element and quoting the number as written, since a double cannot hold it."""
+    body = (b'{"resourceType": "Observation", "status": "final", "code": {"text": "x"},'
+            b' "valueQuantity": {"value": -1E+400, "unit": "mg"}}')
+    response = await client.post("Observation", content=body,
+                                 headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 400, response.text
+    [issue] = outcome_issues(response)
+    assert (issue["code"], issue["expression"]) == ("value", ["Observation.valueQuantity.value"])
+    assert "'-1E+400'" in issue["diagnostics"] and "JSON" not in issue["diagnostics"]
 
 
 async def test_missing_required_element_is_422(client: httpx.AsyncClient) -> None:

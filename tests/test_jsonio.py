@@ -42,3 +42,18 @@ def test_decimals_keep_their_text_in_bodies_written_otherwise(body: bytes, compa
     """Bodies orjson would not write the same way (spaces, escapes) are checked number by
     number: the quick check (writing the body back) only accepts an identical body."""
     assert jsonio.dumps(jsonio.loads(body)) == compact
+
+
+@pytest.mark.parametrize("body", [b'{"a":1e400}', b'{"a":[-1E+400,2.5]}',
+                                  b'{"a":1' + b"0" * 400 + b"}"])
+def test_numbers_beyond_a_double_are_read_with_their_text(body: bytes) -> None:
+    """orjson refuses them ("number is infinity"); they are well-formed JSON, read with the
+    text kept for the validator to judge."""
+    assert jsonio.dumps(jsonio.loads(body)) == body
+
+
+@pytest.mark.parametrize("body", [b'{"a":1e400,"b":"\\ud800"}', b'{"a":1e400,"b":NaN}',
+                                  b'{"a":1e400,}', b"[" * 5000 + b"1e400" + b"]" * 5000])
+def test_beyond_a_double_does_not_let_malformed_json_through(body: bytes) -> None:
+    with pytest.raises(jsonio.JsonError):
+        jsonio.loads(body)

@@ -61,7 +61,9 @@ def loads(body: bytes | str) -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise JsonError(str(exc)) from None
+        if _BEYOND_DOUBLE not in str(exc):
+            raise JsonError(str(exc)) from None
+        return _beyond_double(body, exc)
     raw = body if isinstance(body, bytes) else body.encode()
     # A body written as orjson writes (compact: most clients, every Bundle of the loader) is
     # checked by writing it back: the same bytes mean every number kept its text. 0.2 ms for
@@ -76,6 +78,24 @@ def loads(body: bytes | str) -> Any:
     if _has_float(value) and _IMPRECISE_NUMBER.search(raw):
         value = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int,
                            parse_constant=_reject_constant)
+    return value
+
+
+# orjson's message for a number past a double's range (1e400): valid JSON all the same.
+_BEYOND_DOUBLE = "number is infinity when parsed as double"
+
+
+def _beyond_double(body: bytes | str, orjson_error: orjson.JSONDecodeError) -> Any:
+    """A body with a number beyond a double's range, read by the json module with every
+    number's text kept (the FHIR decimal rules then judge it, naming the element). It is held
+    to orjson's other rules: a string orjson could not write (a lone surrogate, which the json
+    module accepts) makes it malformed as orjson would have said."""
+    try:
+        value = json.loads(body, parse_float=_parse_float, parse_int=_parse_int,
+                           parse_constant=_reject_constant)
+        dumps(value)
+    except (ValueError, TypeError, RecursionError):  # JSONDecodeError, JSONEncodeError too
+        raise JsonError(str(orjson_error)) from None
     return value
 
 

@@ -212,9 +212,12 @@ def _decimal_check(value: Any) -> tuple[str, str] | None:
     # int, float and float/Decimal subclasses (precision-preserving parsers) are all decimals.
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return "structure", "Expected a number"
-    if not isinstance(value, int) and not math.isfinite(value):
-        return "value", f"Invalid decimal '{value}'"
     text = getattr(value, "text", None)  # as written, when a float would not give it back
+    if not isinstance(value, int) and not math.isfinite(value):
+        if text is not None:  # 1e400: well-formed, beyond what a double holds
+            return "value", (f"Decimal '{_shown(text)}' is beyond the largest magnitude this"
+                             " server stores (about 1.8e308)")
+        return "value", f"Invalid decimal '{value}'"
     if text is not None:
         exact = Decimal(text)
         exponent = exact.as_tuple().exponent
