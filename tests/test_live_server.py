@@ -160,6 +160,23 @@ def test_embedded_database_survives_a_restart(tmp_path: Path) -> None:
         assert _stop(process) == 0
 
 
+def test_embedded_shared_buffers_follow_a_container_limit(tmp_path: Path) -> None:
+    """A container's memory limit (cgroup v2 memory.max, v1 memory.limit_in_bytes) bounds the
+    memory the embedded server's shared buffers are sized from; "max" is no limit."""
+    from santong.storage.database import memory_available
+
+    machine = memory_available(tmp_path / "none")
+    assert machine > 2**30
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "memory.max").write_text("536870912\n")
+    assert memory_available(tmp_path / "v2") == 512 * 2**20
+    (tmp_path / "v2" / "memory.max").write_text("max\n")
+    assert memory_available(tmp_path / "v2") == machine
+    (tmp_path / "v1" / "memory").mkdir(parents=True)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    assert memory_available(tmp_path / "v1") == min(machine, 2**30)
+
+
 _SHOW_EMBEDDED_SETTINGS = """
 import asyncio, json, sys
 from pathlib import Path

@@ -77,16 +77,28 @@ def embedded_settings() -> dict[str, str]:
     WAL: 2.7 MB of WAL per 107-resource Bundle, against 1.1 MB with checkpoints at 4 GB or
     15 minutes. 128 MB of shared buffers held too little of the index tables' pages.
     Together: PostgreSQL's CPU per Bundle about a tenth lower. Shared buffers are a sixteenth
-    of the machine's memory, between 128 MB and 1 GB; a server of one's own is tuned by its
-    operator (README, Production).
+    of the memory available (a container's limit when lower), between 128 MB and 1 GB; a
+    server of one's own is tuned by its operator (README, Production).
     """
+    shared_mb = min(1024, max(128, memory_available() // 16 // 2**20))
+    return {"shared_buffers": f"{shared_mb}MB", "max_wal_size": "4GB",
+            "checkpoint_timeout": "15min"}
+
+
+def memory_available(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The machine's memory in bytes, or the container's limit (cgroup v2 or v1) when lower;
+    0 when neither can be read."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
         memory = 0
-    shared_mb = min(1024, max(128, memory // 16 // 2**20))
-    return {"shared_buffers": f"{shared_mb}MB", "max_wal_size": "4GB",
-            "checkpoint_timeout": "15min"}
+    for limit_file in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+        try:
+            limit = int(limit_file.read_text().strip())  # "max" (no limit) is not a number
+        except (OSError, ValueError):
+            continue
+        memory = min(memory, limit) if memory else limit
+    return memory
 
 
 def _configure(server: object, settings: dict[str, str]) -> bool:
