@@ -77,6 +77,13 @@ async def test_decimal_beyond_a_double_is_named(client: httpx.AsyncClient) -> No
     [issue] = outcome_issues(response)
     assert (issue["code"], issue["expression"]) == ("value", ["Observation.valueQuantity.value"])
     assert "'-1E+400'" in issue["diagnostics"] and "JSON" not in issue["diagnostics"]
+    response = await client.post("Patient", content=b'{"resourceType": "Patient",'
+                                 b' "multipleBirthInteger": 1e400}',
+                                 headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 400, response.text
+    [issue] = outcome_issues(response)
+    assert issue["expression"] == ["Patient.multipleBirthInteger"]
+    assert "'1e400'" in issue["diagnostics"]
 
 
 async def test_missing_required_element_is_422(client: httpx.AsyncClient) -> None:

@@ -160,13 +160,47 @@ def test_embedded_database_survives_a_restart(tmp_path: Path) -> None:
         assert _stop(process) == 0
 
 
+_RESTART_WHILE_SHARED = """
+import json, os, subprocess, sys
+from pathlib import Path
+import pgserver
+from santong.storage.database import _restart_if_alone, start_embedded_postgres
+
+pgdata = Path(sys.argv[1]) / "pg"
+start_embedded_postgres(Path(sys.argv[1]))
+server = pgserver.get_server(pgdata, cleanup_mode="stop")
+other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+server.global_process_id_list.get_and_add(other.pid)  # another process's handle
+before = (pgdata / "postmaster.pid").read_text().split()[0]
+kept = _restart_if_alone(server, pgdata)
+after = (pgdata / "postmaster.pid").read_text().split()[0]
+print(json.dumps({"same_server": before == after, "same_handle": kept is server,
+                  "handles": sorted(server.global_process_id_list.get()),
+                  "expected": sorted([os.getpid(), other.pid])}))
+server.global_process_id_list.get_and_remove(other.pid)
+other.kill()
+"""
+
+
+def test_embedded_database_is_not_restarted_under_another_process(tmp_path: Path) -> None:
+    """A server another process also holds (pgserver's handle list) is not stopped to apply
+    shared_buffers: both keep their handles; the settings apply at its next start."""
+    result = subprocess.run([sys.executable, "-c", _RESTART_WHILE_SHARED, str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["same_server"] and found["same_handle"]
+    assert found["handles"] == found["expected"]
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()  # stopped when the last left
+
+
 def test_embedded_shared_buffers_follow_a_container_limit(tmp_path: Path) -> None:
     """A container's memory limit (cgroup v2 memory.max, v1 memory.limit_in_bytes) bounds the
     memory the embedded server's shared buffers are sized from; "max" is no limit."""
     from santong.storage.database import memory_available
 
     machine = memory_available(tmp_path / "none")
-    assert machine > 2**30
+    assert machine > 0
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "memory.max").write_text("536870912\n")
     assert memory_available(tmp_path / "v2") == 512 * 2**20

@@ -8,6 +8,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -54,11 +55,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
         try:
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
             if _configure(server, embedded_settings()) and started_here:
-                # shared_buffers is read at start: stop the server (we are its only user)
-                # and start it again, once, when the data directory is new.
-                server.cleanup()
-                atexit.unregister(server._cleanup)
-                server = pgserver.get_server(pgdata, cleanup_mode="stop")
+                server = _restart_if_alone(server, pgdata)
         except Exception as exc:  # pgserver raises subprocess errors with details in its log
             raise DatabaseUnavailable(
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
@@ -67,6 +64,22 @@ def start_embedded_postgres(data_dir: Path) -> str:
     url = URL.create("postgresql+asyncpg", username="postgres", database="postgres",
                      query={"host": socket_dir} if socket_dir else {})
     return url.render_as_string(hide_password=False)
+
+
+def _restart_if_alone(server: Any, pgdata: Path) -> Any:
+    """shared_buffers is read at start: stop the server and start it again, when this
+    process is its only user (pgserver's handle list). Another process holding it keeps it
+    running: the settings then apply at its next start."""
+    import pgserver
+
+    if server.global_process_id_list.get() != [os.getpid()]:
+        return server
+    server.cleanup()  # stops it unless another process took a handle meanwhile
+    if (pgdata / "postmaster.pid").exists():  # still running: keep our handle on it
+        server.global_process_id_list.get_and_add(os.getpid())
+        return server
+    atexit.unregister(server._cleanup)
+    return pgserver.get_server(pgdata, cleanup_mode="stop")
 
 
 def embedded_settings() -> dict[str, str]:

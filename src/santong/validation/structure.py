@@ -194,7 +194,8 @@ def _integer_check(prim: Primitive) -> _Check:
             return "structure", "Expected an integer"
         if not isinstance(value, int):
             # "2.0" is not the lexical form of an integer (datatypes.html#integer).
-            return "value", f"Invalid {name} '{_shown(value)}': expected a whole number"
+            written = getattr(value, "text", value)  # 1e400 as written, not 'inf'
+            return "value", f"Invalid {name} '{_shown(written)}': expected a whole number"
         if (low is not None and value < low) or (high is not None and value > high):
             return "value", f"Value {value} is outside the {name} range"
         return None
