@@ -195,20 +195,26 @@ def test_embedded_database_is_not_restarted_under_another_process(tmp_path: Path
 
 
 def test_embedded_shared_buffers_follow_a_container_limit(tmp_path: Path) -> None:
-    """A container's memory limit (cgroup v2 memory.max, v1 memory.limit_in_bytes) bounds the
-    memory the embedded server's shared buffers are sized from; "max" is no limit."""
+    """The lowest memory limit of the process's cgroup and its ancestors (cgroup v2
+    memory.max, v1 memory.limit_in_bytes, found from /proc/self/cgroup) bounds the memory the
+    embedded server's shared buffers are sized from; "max" is no limit."""
     from santong.storage.database import memory_available
 
-    machine = memory_available(tmp_path / "none")
+    machine = memory_available(tmp_path / "none", tmp_path / "no-membership")
     assert machine > 0
-    (tmp_path / "v2").mkdir()
-    (tmp_path / "v2" / "memory.max").write_text("536870912\n")
-    assert memory_available(tmp_path / "v2") == 512 * 2**20
-    (tmp_path / "v2" / "memory.max").write_text("max\n")
-    assert memory_available(tmp_path / "v2") == machine
-    (tmp_path / "v1" / "memory").mkdir(parents=True)
-    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text(f"{2**30}\n")
-    assert memory_available(tmp_path / "v1") == min(machine, 2**30)
+    v2, membership = tmp_path / "v2", tmp_path / "cgroup"
+    (v2 / "system.slice" / "santong.service").mkdir(parents=True)
+    membership.write_text("0::/system.slice/santong.service\n")
+    (v2 / "system.slice" / "santong.service" / "memory.max").write_text("max\n")
+    assert memory_available(v2, membership) == machine
+    (v2 / "system.slice" / "memory.max").write_text("536870912\n")  # a parent's limit
+    assert memory_available(v2, membership) == 512 * 2**20
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "docker" / "abc").mkdir(parents=True)
+    membership.write_text("5:devices:/docker/abc\n4:memory:/docker/abc\n")
+    (v1 / "memory" / "docker" / "abc" / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert memory_available(v1, membership) == min(machine, 2**30)
 
 
 _SHOW_EMBEDDED_SETTINGS = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -98,20 +99,46 @@ def embedded_settings() -> dict[str, str]:
             "checkpoint_timeout": "15min"}
 
 
-def memory_available(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The machine's memory in bytes, or the container's limit (cgroup v2 or v1) when lower;
-    0 when neither can be read."""
+def memory_available(cgroup: Path = Path("/sys/fs/cgroup"),
+                     membership: Path = Path("/proc/self/cgroup")) -> int:
+    """The machine's memory in bytes, or the lowest memory limit of this process's cgroup and
+    its ancestors (a container's, a service's) when lower; 0 when none can be read."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
         memory = 0
-    for limit_file in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
-        try:
-            limit = int(limit_file.read_text().strip())  # "max" (no limit) is not a number
-        except (OSError, ValueError):
-            continue
+    for limit in _cgroup_limits(cgroup, membership):
         memory = min(memory, limit) if memory else limit
     return memory
+
+
+def _cgroup_limits(cgroup: Path, membership: Path) -> list[int]:
+    """Memory limits (cgroup v2 memory.max, v1 memory.limit_in_bytes) on the way from this
+    process's cgroup up to the root; "max" (no limit) is left out."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    places: list[tuple[Path, str, str]] = []  # (hierarchy root, cgroup path, limit file)
+    for line in lines:
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if line.startswith("0::"):
+            places.append((cgroup, path, "memory.max"))
+        elif "memory" in controllers.split(","):
+            places.append((cgroup / "memory", path, "memory.limit_in_bytes"))
+    if not places:  # no membership to read: the roots
+        places = [(cgroup, "/", "memory.max"), (cgroup / "memory", "/", "memory.limit_in_bytes")]
+    limits = []
+    for root, path, name in places:
+        directory = root / path.strip("/")
+        for _ in range(64):  # nesting depth, bounded
+            with contextlib.suppress(OSError, ValueError):  # no such file; "max"
+                limits.append(int((directory / name).read_text().strip()))
+            if directory == root or root not in directory.parents:
+                break
+            directory = directory.parent
+    return limits
 
 
 def _configure(server: object, settings: dict[str, str]) -> bool:
