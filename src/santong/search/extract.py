@@ -1446,9 +1446,13 @@ def pairs_extractor(resource_type: str, param: SearchParameter) -> Pairs:
     value) pairs: no Node per value, for indexing, which runs on every write."""
     if param.expression is None:
         return lambda resource: []
-    run, url = _pairs(resource_type, param.expression), param.url
+    expression, url = param.expression, param.url
+    run: Pairs | None = None  # compiled at the first use, as `extract` compiles
 
     def pairs(resource: dict[str, Any]) -> list[tuple[str, Any]]:
+        nonlocal run
+        if run is None:
+            run = _pairs(resource_type, expression)
         selected = run(resource)
         transform = transforms.for_url(url)  # looked up each time, as by `extract`
         return selected if transform is None else [("string", s)
