@@ -76,9 +76,14 @@ def loads(body: bytes | str) -> Any:
     # Only a body with a float can have lost digits (ints beyond 64 bits also arrive as float);
     # the regex then spares the common decimals a float gives back unchanged.
     if _has_float(value) and _IMPRECISE_NUMBER.search(raw):
-        value = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int,
-                           parse_constant=_reject_constant)
+        value = _precise_loads(raw)
     return value
+
+
+def _precise_loads(body: bytes | str) -> Any:
+    """The body read by the json module with every number's text kept (PreciseDecimal)."""
+    return json.loads(body, parse_float=_parse_float, parse_int=_parse_int,
+                      parse_constant=_reject_constant)
 
 
 # orjson's message for a number past a double's range (1e400): valid JSON all the same.
@@ -91,8 +96,7 @@ def _beyond_double(body: bytes | str, orjson_error: orjson.JSONDecodeError) -> A
     to orjson's other rules: a string orjson could not write (a lone surrogate, which the json
     module accepts) makes it malformed as orjson would have said."""
     try:
-        value = json.loads(body, parse_float=_parse_float, parse_int=_parse_int,
-                           parse_constant=_reject_constant)
+        value = _precise_loads(body)
         dumps(value)
     except (ValueError, TypeError, RecursionError):  # JSONDecodeError, JSONEncodeError too
         raise JsonError(str(orjson_error)) from None

@@ -55,26 +55,7 @@ class IndexRows:
 
 def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
     """Index rows (without the code) for the values one parameter of `param_type` selects."""
-    rows: list[tuple[Any, ...]] = []
-    for node in nodes:
-        kind, value = node.type, node.value
-        if param_type == "string":
-            # Distinct: a Chinese name's text repeats its parts (张三 and 张 + 三).
-            rows += [(values.normalise(s), s)
-                     for s in dict.fromkeys(values.string_values(kind, value))]
-        elif param_type == "token":
-            rows += values.token_values(kind, value)
-        elif param_type == "reference":
-            rows += values.reference_values(kind, value)
-        elif param_type == "date":
-            rows += values.date_values(kind, value)
-        elif param_type == "number":
-            rows += values.number_values(kind, value)
-        elif param_type == "quantity":
-            rows += values.quantity_values(kind, value)
-        elif param_type == "uri":
-            rows += [(u,) for u in values.uri_values(kind, value)]
-    return rows
+    return [row[1:] for row in _ROW_MAKERS[param_type]("", [(n.type, n.value) for n in nodes])]
 
 
 def _composite_rows(resource: dict[str, Any], param: SearchParameter,
@@ -205,8 +186,7 @@ def _position_rows(code: str, pairs: list[tuple[str, Any]]) -> list[tuple[Any, .
             for position in values.position_values(value)]
 
 
-# The rows of one parameter's selected values, by the IndexRows table they go to (the same
-# rows as typed_rows, with the code first, made without a Node per value).
+# The rows of one parameter's selected values, code first, by the IndexRows table they go to.
 _ROW_MAKERS: dict[str, Callable[[str, list[tuple[str, Any]]], list[tuple[Any, ...]]]] = {
     "string": _string_rows, "token": _rows_of(values.token_values),
     "reference": _rows_of(values.reference_values), "date": _rows_of(values.date_values),
