@@ -299,3 +299,49 @@ async def test_membership_follows_departments_and_affiliations(
         assert not await community.is_member(tx, c["clinic"]["id"])
         assert await community.belongs_to(tx, c["centre"]["id"]) == {
             c["centre"]["id"], c["hospital"]["id"], c["alliance"]["id"]}
+
+
+async def test_membership_counts_only_active_affiliations_on_either_side(
+        client: httpx.AsyncClient) -> None:
+    """`active` absent counts, `active: false` does not; the lead organization belongs to the
+    networks of every active affiliation it leads, and an affiliation written earlier in the
+    same transaction counts."""
+    async def organization(name: str) -> dict[str, Any]:
+        return (await create(client, {"resourceType": "Organization", "name": name})).json()
+
+    lead, unmarked, inactive, later = [await organization(n) for n in (
+        "县医院", "甲乡卫生院", "乙乡卫生院", "丙乡卫生院")]
+    networks = [await organization(f"医共体{n}") for n in range(3)]
+
+    def affiliation(member: dict[str, Any], network: dict[str, Any], **active: bool
+                    ) -> dict[str, Any]:
+        return {"resourceType": "OrganizationAffiliation", **active, "organization": ref(lead),
+                "participatingOrganization": ref(member), "network": [ref(network)]}
+
+    await create(client, affiliation(unmarked, networks[0]))
+    await create(client, affiliation(inactive, networks[1], active=False))
+    router = client._transport.app.state.router  # type: ignore[attr-defined]
+    async with router.repository.transaction() as tx:
+        assert await community.is_member(tx, unmarked["id"])
+        assert not await community.is_member(tx, inactive["id"])
+        assert not await community.is_member(tx, later["id"])
+        assert await community.is_member(tx, lead["id"])
+        assert await community.belongs_to(tx, lead["id"]) == {lead["id"], networks[0]["id"]}
+        assert await community.belongs_to(tx, inactive["id"]) == {inactive["id"]}
+        assert await community.belongs_to(tx, unmarked["id"]) == {
+            unmarked["id"], lead["id"], networks[0]["id"]}
+    # A transaction Bundle affiliating `later` and referring up to it: the Task is opened.
+    response = await client.post("", json={"resourceType": "Bundle", "type": "transaction",
+                                           "entry": [
+        {"resource": affiliation(later, networks[2], active=True),
+         "request": {"method": "POST", "url": "OrganizationAffiliation"}},
+        {"resource": _referral(await _community(client), later),
+         "request": {"method": "POST", "url": "ServiceRequest"}}]})
+    assert response.status_code == 200, response.text
+    location = response.json()["entry"][1]["response"]["location"]
+    request_id = location.split("ServiceRequest/")[1].split("/")[0]
+    [task] = await _tasks(client, {"id": request_id})
+    assert task["owner"]["reference"] == f"Organization/{later['id']}"
+    async with router.repository.transaction() as tx:
+        assert await community.belongs_to(tx, lead["id"]) == {
+            lead["id"], networks[0]["id"], networks[2]["id"]}

@@ -426,6 +426,30 @@ class Transaction:
         rows = await (self.connection.execute if flush else self.run)(stmt, params)
         return [StoredVersion(resource_type, r[0], r[1], r[2], False, r[3]) for r in rows]
 
+    async def exists_current(self, resource_type: str,
+                             where: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+        """Whether any live resource of the type matches every condition (as search_current,
+        without a flush: the caller flushes what it needs). Unordered, so PostgreSQL stops at
+        the first match instead of finding every one to order them."""
+        condition, params = self._live_where(resource_type, where)
+        stmt = text(f"SELECT EXISTS (SELECT 1 FROM resource r WHERE {condition})")
+        return bool((await self.run(stmt, params)).scalar_one())
+
+    async def referenced_ids(self, resource_type: str,
+                             where: Sequence[tuple[str, dict[str, Any]]],
+                             codes: Sequence[str], target_type: str) -> set[str]:
+        """Ids of `target_type` resources that the live resources matching `where` reference
+        through the reference search parameters `codes`, read from their index rows (no
+        resource is read or parsed). Without a flush, as exists_current."""
+        condition, params = self._live_where(resource_type, where)
+        params.update(_codes=list(codes), _target=target_type)
+        stmt = text(
+            "SELECT DISTINCT s.target_id FROM resource r JOIN search_reference s"
+            " ON s.rid = r.rid AND s.code = ANY(CAST(:_codes AS text[]))"
+            " AND s.target_type = :_target"
+            f" WHERE {condition} AND s.target_id IS NOT NULL")
+        return {row[0] for row in await self.run(stmt, params)}
+
     async def search_current_each(
         self, searches: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]], limit: int
     ) -> list[list[StoredVersion]]:

@@ -78,29 +78,38 @@ async def ancestors(tx: Transaction, organization_id: str) -> list[str]:
     return chain
 
 
-async def affiliations(tx: Transaction, organization_ids: list[str]) -> list[dict[str, Any]]:
-    """Active OrganizationAffiliations naming any of the organizations, on either side."""
+# An affiliation names an organization on either side; `active` absent counts as active.
+_SIDES = ("participating-organization", "primary-organization")
+_ACTIVE = ("active:not", "false")
+
+
+async def _affiliation_conditions(tx: Transaction, organization_ids: list[str]
+                                  ) -> list[list[tuple[str, dict[str, Any]]]]:
+    """SQL conditions selecting the active OrganizationAffiliations naming any of the
+    organizations, one per side, after flushing this transaction's queued affiliations."""
     targets = ",".join(f"Organization/{i}" for i in organization_ids)
-    found: dict[str, dict[str, Any]] = {}
-    for side in ("participating-organization", "primary-organization"):
-        async for affiliation in every_match(tx, "OrganizationAffiliation", [(side, targets)],
-                                             100):
-            if affiliation.get("active", True) is not False:
-                found[affiliation["id"]] = affiliation
-    return list(found.values())
+    await tx.flush_for("OrganizationAffiliation")
+    return [Compiler().compile("OrganizationAffiliation", [(side, targets), _ACTIVE],
+                               strict=True).conditions for side in _SIDES]
 
 
 async def is_member(tx: Transaction, organization_id: str) -> bool:
-    return bool(await affiliations(tx, await ancestors(tx, organization_id)))
+    """Whether an active affiliation names the organization or one it is part of. Asked
+    as an existence question: a county hospital may lead hundreds of affiliations."""
+    chain = await ancestors(tx, organization_id)
+    for conditions in await _affiliation_conditions(tx, chain):
+        if await tx.exists_current("OrganizationAffiliation", conditions):
+            return True
+    return False
 
 
 async def belongs_to(tx: Transaction, organization_id: str) -> set[str]:
-    """Organization ids whose share of a record `organization_id` may see (see module doc)."""
+    """Organization ids whose share of a record `organization_id` may see (see module doc):
+    its chain and the `organization` and `network` of its active affiliations, read from
+    their index rows (a county hospital's many affiliations are not read one by one)."""
     chain = await ancestors(tx, organization_id)
     covered = set(chain)
-    for affiliation in await affiliations(tx, chain):
-        for reference in (affiliation.get("organization"), *affiliation.get("network", [])):
-            found = local_id(reference, "Organization")
-            if found is not None:
-                covered.add(found)
+    for conditions in await _affiliation_conditions(tx, chain):
+        covered |= await tx.referenced_ids("OrganizationAffiliation", conditions,
+                                           ("primary-organization", "network"), "Organization")
     return covered
