@@ -99,6 +99,9 @@ _UPDATE_CURRENT = text(
     " SELECT rid FROM current"
 )
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+# Taken in the array's order (the function scan's), each waited for before the next.
+_ADVISORY_LOCKS = text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+                       " FROM unnest(CAST(:ks AS text[])) AS u(k)")
 # Many new resources (version 1), their history rows and (the index CTEs added) their index
 # rows in one statement; index rows of a new resource carry -k, its ordinal, as their rid.
 # No ON CONFLICT: a taken id fails the whole statement, so even run alone (autocommit) it
@@ -387,6 +390,10 @@ class Transaction:
     async def lock(self, key: str) -> None:
         """Hold a transaction-scoped lock on `key` (e.g. to make conditional creates atomic)."""
         await self.run(_ADVISORY_LOCK, {"k": key})
+
+    async def lock_all(self, keys: list[str]) -> None:
+        """`lock` each of the keys, in their order, by one statement."""
+        await self.run(_ADVISORY_LOCKS, {"ks": keys})
 
     @staticmethod
     def _live_where(

@@ -20,9 +20,21 @@ def _selecting(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params if k not in RESULT_PARAMETERS]
 
 
+def _lock_key(resource_type: str, params: list[tuple[str, str]]) -> str:
+    return f"{resource_type}?{urlencode(sorted(_selecting(params)))}"
+
+
 async def lock_criteria(call: Call, params: list[tuple[str, str]]) -> None:
     """Serialise conditional writes with the same criteria until this transaction ends."""
-    await call.tx.lock(f"{call.type}?{urlencode(sorted(_selecting(params)))}")
+    await call.tx.lock(_lock_key(call.type, params))
+
+
+async def lock_all_criteria(call: Call, criteria: list[tuple[str, list[tuple[str, str]]]]
+                            ) -> None:
+    """`lock_criteria` for several criteria, each (resource_type, params), taken one after
+    another in the order given, by one statement."""
+    await call.tx.lock_all([_lock_key(resource_type, params)
+                            for resource_type, params in criteria])
 
 
 async def match_or_lock(call: Call, params: list[tuple[str, str]], *,

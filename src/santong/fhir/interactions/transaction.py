@@ -34,6 +34,7 @@ from santong.fhir.entries import (
     response_entry,
 )
 from santong.fhir.interactions.conditional import (
+    lock_all_criteria,
     match_or_lock,
     prefetch_matches,
     select_single,
@@ -63,6 +64,8 @@ class _Plan:
         self.targets: dict[str, int] = {}  # "Type/id" written -> the entry writing it
         # ifNoneExist criteria key -> their matches, searched for all at once beforehand
         self.prefetched: dict[str, list[StoredVersion] | None] = {}
+        # ifNoneExist criteria keys that match nothing, confirmed under their locks
+        self.locked: set[str] = set()
 
 
 async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan) -> str:
@@ -77,8 +80,9 @@ async def _settle_post(call: Call, outer: FhirRequest, entry: Entry, plan: _Plan
         call.resource_type = resource_type
         purpose = "a conditional create (ifNoneExist)"
         matches = plan.prefetched.get(key)
-        # Matched beforehand: committed, no lock needed. None matched: confirmed under the lock.
-        existing = (single(matches, purpose) if matches
+        # Matched beforehand: committed, no lock needed. None matched: confirmed under the lock
+        # (beforehand too, when _prefetch could).
+        existing = (None if key in plan.locked else single(matches, purpose) if matches
                     else await select_single(call, params, purpose,
                                              unmatched=matches is not None))
         if existing is not None:
@@ -121,10 +125,12 @@ def _claim(plan: _Plan, entry: Entry, target: str) -> None:
     plan.targets[target] = entry.index
 
 
-async def _prefetch(call: Call, entries: list[Entry]) -> dict[str, list[StoredVersion] | None]:
+async def _prefetch(call: Call, entries: list[Entry], plan: _Plan) -> None:
     """The matches of the Bundle's conditional creates, by criteria key, in one statement
-    (a Bundle of a patient's record holds a dozen; one round trip each took ~3 ms a Bundle).
-    Criteria that do not parse are left to their entry, which reports them."""
+    (a Bundle of a patient's record holds a dozen; one round trip each took ~3 ms a Bundle),
+    into `plan.prefetched`. Criteria that do not parse are left to their entry, which
+    reports them. Those that match nothing are then locked and searched again, all at once
+    (`plan.locked`: still nothing), instead of a lock and a search each."""
     criteria: dict[str, tuple[str, list[tuple[str, str]]]] = {}
     for entry in entries:
         if_none_exist = entry.headers.get("if-none-exist")
@@ -136,14 +142,27 @@ async def _prefetch(call: Call, entries: list[Entry]) -> dict[str, list[StoredVe
             criteria.setdefault(criteria_key(entry.resource_type, params),
                                 (entry.resource_type, params))
     if len(criteria) < 2:
-        return {}  # one is as quick on its own
-    return dict(zip(criteria, await prefetch_matches(call, list(criteria.values())),
-                    strict=True))
+        return  # one is as quick on its own
+    plan.prefetched = dict(zip(criteria, await prefetch_matches(call, list(criteria.values())),
+                               strict=True))
+    # Locked in the order the entries would lock them one by one (lock_order: by criteria
+    # key), so that two transactions never wait on each other; only when no criteria is left
+    # to its entry, which would lock it out of that order.
+    unmatched = sorted(key for key, matches in plan.prefetched.items() if matches == [])
+    if not unmatched or any(matches is None for matches in plan.prefetched.values()):
+        return
+    await lock_all_criteria(call, [criteria[key] for key in unmatched])
+    again = await prefetch_matches(call, [criteria[key] for key in unmatched])
+    for key, matches in zip(unmatched, again, strict=True):
+        if matches is not None:  # None: not searched again, left to the entry
+            plan.prefetched[key] = matches
+            if not matches:
+                plan.locked.add(key)
 
 
 async def _settle_identities(call: Call, outer: FhirRequest, entries: list[Entry]) -> _Plan:
     plan = _Plan()
-    plan.prefetched = await _prefetch(call, entries)
+    await _prefetch(call, entries, plan)
     # Conditional creates lock their criteria in one global order so two transactions never
     # wait on each other's locks.
     def lock_order(entry: Entry) -> tuple[int, str, int]:
