@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -40,6 +40,11 @@ import orjson
 from santong import definitions
 from santong.search import transforms
 from santong.search.parameters import SearchParameter, parameters_for
+
+# Compiled expressions kept per process (each cache below): the standard parameters have
+# about 2,500 (type, expression) pairs; custom SearchParameters posted over a process's life
+# add theirs, so the caches are bounded rather than growing with every one ever seen.
+_EXPRESSIONS_KEPT = 8192
 
 __all__ = [
     "ExtractionError",
@@ -595,7 +600,7 @@ _ORDER: dict[str, Callable[[int], bool]] = {
 }
 
 
-@cache
+@lru_cache(maxsize=_EXPRESSIONS_KEPT)
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.DOTALL)
 
@@ -1183,7 +1188,7 @@ def _fhirpathpy() -> Any:
 _ABSTRACT_ROOT = re.compile(r"(?<![\w.`])(?:Resource|DomainResource)(?=\s*\.)")
 
 
-@cache
+@lru_cache(maxsize=_EXPRESSIONS_KEPT)
 def _fp_parsed(expression: str, resource_type: str | None = None) -> Any:
     if resource_type is not None and definitions.is_resource_type(resource_type):
         # fhirpathpy compares a leading type name with resourceType exactly, so `Resource.id`
@@ -1295,7 +1300,7 @@ def _path_type(path: str) -> str:
 _Compiled = Callable[[Any, dict[str, Any]], list[Node]]
 
 
-@cache
+@lru_cache(maxsize=_EXPRESSIONS_KEPT)
 def _compiled(input_type: str, expression: str) -> _Compiled:
     """Evaluate *expression* on one value of *input_type*: compiled, or through fhirpathpy."""
     try:
@@ -1418,7 +1423,7 @@ def extractor(resource_type: str, param: SearchParameter) -> Extractor:
     return _extractor(resource_type, param.expression)
 
 
-@cache
+@lru_cache(maxsize=_EXPRESSIONS_KEPT)
 def _extractor(resource_type: str, expression: str) -> Extractor:
     run = _compiled(resource_type, expression)
 
@@ -1431,7 +1436,7 @@ def _extractor(resource_type: str, expression: str) -> Extractor:
 Pairs = Callable[[dict[str, Any]], list[tuple[str, Any]]]
 
 
-@cache
+@lru_cache(maxsize=_EXPRESSIONS_KEPT)
 def _pairs(resource_type: str, expression: str) -> Pairs:
     try:
         fn = _compile_subset(resource_type, expression)

@@ -224,10 +224,10 @@ def _decimal_check(value: Any) -> tuple[str, str] | None:
         exponent = exact.as_tuple().exponent
         if not (_DECIMAL_EXPONENTS[0] <= exact.adjusted() <= _DECIMAL_EXPONENTS[1]
                 and isinstance(exponent, int) and exponent >= _DECIMAL_EXPONENTS[0]):
+            # The upper bound is out of reach: past about 1.8e308 a value is infinite, above.
             return "value", (f"Decimal '{_shown(text)}' is out of the range this server stores"
-                             f" (magnitudes 1e{_DECIMAL_EXPONENTS[0]} to"
-                             f" 1e{_DECIMAL_EXPONENTS[1]}, at most {-_DECIMAL_EXPONENTS[0]}"
-                             " digits after the point)")
+                             f" (magnitudes down to 1e{_DECIMAL_EXPONENTS[0]}, at most"
+                             f" {-_DECIMAL_EXPONENTS[0]} digits after the point)")
     return None
 
 
