@@ -102,9 +102,16 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
             aggregate = "max" if descending else "min"
             if column is None:  # dates: the start when ascending, the end when descending
                 column = "high" if descending else "low"
+            # The rows' codes may differ by type (CodeSystem `url` is stored as `system`).
+            codes = {t: p.index_codes for t, p in zip(spec.types, params, strict=True) if p}
+            code_test = compiler.code_is("s.code", param.index_codes)
+            if len(set(codes.values())) > 1:
+                code_test = "(" + " OR ".join(
+                    f"(r.resource_type = {compiler.bind(t)} AND {compiler.code_is('s.code', c)})"
+                    for t, c in codes.items()) + ")"
             keys.append(_SortKey(
                 f"(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid"
-                f" AND s.code = {compiler.bind(code)})", descending, cast))
+                f" AND {code_test})", descending, cast))
     # Missing values sort last in either direction; (type, id) makes the order total. Row
     # columns are never missing: sorted by the column alone, an index can give the order.
     expanded: list[_SortKey] = []

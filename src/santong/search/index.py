@@ -223,8 +223,8 @@ class _Plan:
         self.by_key: dict[str, tuple[tuple[str, _Entry], ...]] = {}
         for code, param in parameters.items():
             if code in _ROW_PARAMETERS or code in ("_text", "_content") or \
-                    param.expression is None:
-                continue
+                    param.expression is None or param.stored_as:
+                continue  # stored_as: its values are in other parameters' rows
             table = "position" if param.positional else param.type
             if param.type == "composite":
                 entry = _Entry(param, table, None, None)

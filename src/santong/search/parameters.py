@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib.resources import files
 from types import MappingProxyType
@@ -70,6 +70,15 @@ class SearchParameter:
     multiple_or: bool | None = None
     multiple_and: bool | None = None
     custom: bool = False  # registered at run time, not from the R4 package
+    # The parameters whose index rows hold this one's values, when it stores none of its own
+    # (see _share_rows): Patient `phonetic` those of `name`, Observation `combo-code` those of
+    # `code` and `component-code`.
+    stored_as: tuple[str, ...] = ()
+
+    @property
+    def index_codes(self) -> tuple[str, ...]:
+        """The codes its index rows are stored under."""
+        return self.stored_as or (self.code,)
 
     @property
     def positional(self) -> bool:
@@ -164,7 +173,8 @@ class _Registry:
         # base (a resource type, "Resource" or "DomainResource") -> code -> parameter
         self.by_base: dict[str, dict[str, SearchParameter]] = {}
         for base, codes in resources.items():
-            self.by_base[base] = {c: _from_entry(c, base, raw) for c, raw in codes.items()}
+            self.by_base[base] = _share_rows(
+                {c: _from_entry(c, base, raw) for c, raw in codes.items()})
         self.by_url: dict[str, SearchParameter] = {}
         self._index_urls(self.by_base)
         self.merged: dict[str, Mapping[str, SearchParameter]] = {}
@@ -200,6 +210,42 @@ class _Registry:
                 merged.update(self.by_base.get(base, {}))
             found = self.merged[resource_type] = MappingProxyType(merged)
         return found
+
+
+# Types whose index rows depend on the values alone, not on the parameter, so that one
+# parameter's rows can serve another's search. Not references (includes, chains, _has and
+# compartments name their codes), dates (each code's rows carry its span), composites, or
+# uris (terminology, profiles and packages find canonical resources by their `url` rows).
+_SHAREABLE = frozenset({"string", "token", "quantity", "number"})
+
+
+def _share_rows(params: dict[str, SearchParameter]) -> dict[str, SearchParameter]:
+    """One base's standard parameters, those whose values others' rows already hold marked
+    `stored_as` them: the same expression (Patient `phonetic` and `name`: stored under the
+    code first in order) or exactly the union of others' (Observation `combo-code` is
+    `Observation.code | Observation.component.code`). About a tenth fewer index rows for
+    Patients and Observations; searches read the same rows, so they find the same."""
+    from santong.search import transforms  # its transforms import this module
+
+    terms = {code: frozenset(split_union(p.expression)) for code, p in params.items()
+             if p.type in _SHAREABLE and p.expression and transforms.for_url(p.url) is None}
+    stored: dict[str, tuple[str, ...]] = {}
+    for code, mine in terms.items():
+        kind = params[code].type
+        same = sorted(c for c, t in terms.items() if t == mine and params[c].type == kind)
+        if same[0] != code:
+            stored[code] = (same[0],)
+            continue
+        parts = sorted(c for c, t in terms.items() if t < mine and params[c].type == kind)
+        if parts and frozenset().union(*(terms[c] for c in parts)) == mine:
+            stored[code] = tuple(parts)
+    # A part may itself be stored as another: resolve to the codes that hold rows.
+    def holders(code: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h for c in stored[code]
+                                   for h in (holders(c) if c in stored else (c,))))
+
+    return {code: replace(p, stored_as=holders(code)) if code in stored else p
+            for code, p in params.items()}
 
 
 def _unrestricted(params: list[SearchParameter]) -> SearchParameter:

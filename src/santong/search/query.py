@@ -329,9 +329,9 @@ class Compiler:
                 f"Search parameter {name!r} ({param.type}) is not supported yet")
         table, condition, negate = self.match(param, key, modifier, alternatives)
         if param.type == "string" and not modifier:
-            found = self._prefix_matches(resource_type, alias, param.code, condition)
+            found = self._prefix_matches(resource_type, alias, param.index_codes, condition)
         else:
-            found = self._exists(table, alias, param.code, condition, negate)
+            found = self._exists(table, alias, param.index_codes, condition, negate)
         if param.type == "string" and not modifier:
             found = self._widened(resource_type, alias, param, key, alternatives, found)
         return found
@@ -344,26 +344,33 @@ class Compiler:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _exists(self, table: str, alias: str, code: str, condition: str,
+    def code_is(self, column: str, codes: str | tuple[str, ...]) -> str:
+        """`column` (an index row's code) is the code, or one of the codes (a parameter's
+        index_codes: several when its values are the union of other parameters' rows)."""
+        if isinstance(codes, str) or len(codes) == 1:
+            return f"{column} = {self.bind(codes if isinstance(codes, str) else codes[0])}"
+        return f"{column} = ANY({self.bind(list(codes))})"
+
+    def _exists(self, table: str, alias: str, code: str | tuple[str, ...], condition: str,
                 negate: bool = False) -> str:
         x = self.alias("x")
         # rid alone names the resource; the type lets PostgreSQL start from the value index
         # instead, which a walk testing row by row must not do.
         same_type = "" if self._per_row else f" AND {x}.resource_type = {alias}.resource_type"
         sql = (f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {alias}.rid{same_type}"
-               f" AND {x}.code = {self.bind(code)} AND ({condition.format(x=x)}))")
+               f" AND {self.code_is(f'{x}.code', code)} AND ({condition.format(x=x)}))")
         return f"NOT {sql}" if negate else sql
 
-    def _prefix_matches(self, resource_type: str, alias: str, code: str,
+    def _prefix_matches(self, resource_type: str, alias: str, code: tuple[str, ...],
                         condition: str) -> str:
         """A string prefix match as an uncorrelated IN over the index, which holds the rid:
         read from the index alone, and hashed once when PostgreSQL tests it row by row (the
         engine's walk)."""
         if self._per_row:
             return self._exists("search_string", alias, code, condition)
-        x, code_bind = self.alias("x"), self.bind(code)
+        x = self.alias("x")
         matches = (f"SELECT {x}.rid FROM search_string {x} WHERE {x}.resource_type ="
-                   f" {self.bind(resource_type)} AND {x}.code = {code_bind}"
+                   f" {self.bind(resource_type)} AND {self.code_is(f'{x}.code', code)}"
                    f" AND ({condition.format(x=x)})")
         found = f"{alias}.rid IN ({matches})"
         if alias == "r":
@@ -376,7 +383,7 @@ class Compiler:
             # the matches as it may an EXISTS; COALESCE keeps it two-valued.
             y = self.alias("x")
             looked_up = (f"COALESCE((SELECT true FROM search_string {y} WHERE {y}.rid ="
-                         f" {alias}.rid AND {y}.code = {code_bind}"
+                         f" {alias}.rid AND {self.code_is(f'{y}.code', code)}"
                          f" AND ({condition.format(x=y)}) LIMIT 1), false)")
             self.probes.append(Probe(found, found, matches, looked_up))
         return found
@@ -403,7 +410,7 @@ class Compiler:
         table = "search_position" if param.positional else _TABLE.get(param.type)
         if table is None or param.expression is None:
             raise UnknownParameter(f"{key} is not supported for {param.type} parameters")
-        return self._exists(table, alias, param.code, "true", negate=value == "true")
+        return self._exists(table, alias, param.index_codes, "true", negate=value == "true")
 
     def _modifier_error(self, key: str, modifier: str, param: SearchParameter) -> FhirError:
         return error(400, "not-supported",
