@@ -33,10 +33,13 @@ def test_which_parameters_share_rows() -> None:
         "component-value-quantity", "value-quantity")
     assert stored("Observation", "combo-value-concept") == (
         "component-value-concept", "value-concept")
-    # Stored as themselves: different expressions, references, dates, composites and uris.
+    assert stored("Observation", "combo-code-value-quantity") == (
+        "code-value-quantity", "component-code-value-quantity")
+    # Stored as themselves: different expressions, references, dates and uris.
     for resource_type, code in [("Patient", "name"), ("Observation", "code"),
                                 ("Observation", "component-code"), ("Coverage", "patient"),
-                                ("Observation", "combo-code-value-quantity"),
+                                ("Observation", "code-value-quantity"),
+                                ("Observation", "component-code-value-concept"),
                                 ("CodeSystem", "url"), ("CodeSystem", "system"),
                                 ("Encounter", "date")]:
         assert stored(resource_type, code) == (), (resource_type, code)
@@ -79,7 +82,9 @@ async def _found(client: httpx.AsyncClient, tag: str, resource_type: str,
                  params: list[tuple[str, str]]) -> list[str]:
     response = await client.get(resource_type, params=[*params, ("_tag", f"{TAG}|{tag}")])
     assert response.status_code == 200, response.text
-    return [e["resource"]["id"] for e in response.json().get("entry", [])]
+    entries = response.json().get("entry", [])
+    assert all(e["search"]["mode"] == "match" for e in entries), entries  # none ignored
+    return [e["resource"]["id"] for e in entries]
 
 
 @pytest.mark.parametrize(("params", "expected"), [
@@ -95,6 +100,11 @@ async def _found(client: httpx.AsyncClient, tag: str, resource_type: str,
     ([("combo-value-concept", "LA6576-8")], {"finding"}),
     ([("combo-code:missing", "false"), ("combo-value-concept:missing", "true")],
      {"pressure", "rate", "pending"}),
+    ([("combo-code-value-quantity", "8480-6$gt140")], {"pressure"}),  # its systolic
+    ([("combo-code-value-quantity", "8462-4$gt140")], set()),  # the diastolic is 95
+    ([("combo-code-value-quantity", f"{LOINC}|8867-4$72")], {"rate"}),
+    ([("combo-code-value-quantity", "85354-9$gt0")], set()),  # its values are components'
+    ([("combo-code-value-concept", "11450-4$LA6576-8")], {"finding"}),
 ])
 async def test_union_parameters_find_what_their_expression_selects(
         client: httpx.AsyncClient, observations: tuple[str, dict[str, str]],

@@ -213,10 +213,11 @@ class _Registry:
 
 
 # Types whose index rows depend on the values alone, not on the parameter, so that one
-# parameter's rows can serve another's search. Not references (includes, chains, _has and
-# compartments name their codes), dates (each code's rows carry its span), composites, or
-# uris (terminology, profiles and packages find canonical resources by their `url` rows).
-_SHAREABLE = frozenset({"string", "token", "quantity", "number"})
+# parameter's rows can serve another's search (composites: on the values and their
+# components' types and expressions). Not references (includes, chains, _has and
+# compartments name their codes), dates (each code's rows carry its span) or uris
+# (terminology, profiles and packages find canonical resources by their `url` rows).
+_SHAREABLE = frozenset({"string", "token", "quantity", "number", "composite"})
 
 
 def _share_rows(params: dict[str, SearchParameter]) -> dict[str, SearchParameter]:
@@ -227,16 +228,28 @@ def _share_rows(params: dict[str, SearchParameter]) -> dict[str, SearchParameter
     Patients and Observations; searches read the same rows, so they find the same."""
     from santong.search import transforms  # its transforms import this module
 
+    type_of = {p.url: p.type for p in params.values()}
+
+    def kind(param: SearchParameter) -> tuple[str, ...] | None:
+        """What the rows depend on besides the values (None: not to share)."""
+        if param.type != "composite":
+            return (param.type,)
+        components = [(type_of.get(url), expression) for url, expression in param.components]
+        if not components or any(t is None for t, _ in components):
+            return None
+        return (param.type, *(f"{t} {expression}" for t, expression in components))
+
+    kinds = {code: kind(p) for code, p in params.items()}
     terms = {code: frozenset(split_union(p.expression)) for code, p in params.items()
-             if p.type in _SHAREABLE and p.expression and transforms.for_url(p.url) is None}
+             if p.type in _SHAREABLE and p.expression and kinds[code] is not None
+             and transforms.for_url(p.url) is None}
     stored: dict[str, tuple[str, ...]] = {}
     for code, mine in terms.items():
-        kind = params[code].type
-        same = sorted(c for c, t in terms.items() if t == mine and params[c].type == kind)
+        same = sorted(c for c, t in terms.items() if t == mine and kinds[c] == kinds[code])
         if same[0] != code:
             stored[code] = (same[0],)
             continue
-        parts = sorted(c for c, t in terms.items() if t < mine and params[c].type == kind)
+        parts = sorted(c for c, t in terms.items() if t < mine and kinds[c] == kinds[code])
         if parts and frozenset().union(*(terms[c] for c in parts)) == mine:
             stored[code] = tuple(parts)
     # A part may itself be stored as another: resolve to the codes that hold rows.

@@ -779,7 +779,7 @@ class Compiler:
                        f" AS {e}({columns}) WHERE {condition.format(x=e)})")
                 ands.append(f"NOT {sub}" if negate else sub)
             ors.append(" AND ".join(ands))
-        return self._exists("search_composite", alias, param.code,
+        return self._exists("search_composite", alias, param.index_codes,
                             " OR ".join(f"({o})" for o in ors))
 
     # -- common and special parameters -----------------------------------------------------
