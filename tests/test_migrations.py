@@ -141,3 +141,23 @@ def test_string_rows_are_found_by_rid_and_code(empty_database: str) -> None:
     command.downgrade(config, "0010")
     found = asyncio.run(_string_row_lookup(empty_database))
     assert found.startswith("search_string_rid_idx:") and "code" not in found, found
+
+
+async def _history_indexes(url: str) -> set[str]:
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        return {row[0] for row in await connection.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'resource_history'")}
+    finally:
+        await connection.close()
+
+
+def test_history_seq_is_not_indexed_alone(empty_database: str) -> None:
+    """0012: history's `seq` has no unique index of its own (nothing looks a version up by
+    it); its paging indexes stay. Downgraded, the constraint is back."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "head")
+    assert asyncio.run(_history_indexes(empty_database)) == {
+        "resource_history_pkey", "resource_history_system_idx", "resource_history_type_idx"}
+    command.downgrade(config, "0011")
+    assert "resource_history_seq_key" in asyncio.run(_history_indexes(empty_database))

@@ -43,7 +43,7 @@ resource_history = Table(
     "resource_history",
     metadata,
     # Global insertion order: the tie-breaker for history ordering and paging cursors.
-    Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
+    Column("seq", BigInteger, Identity(always=True), nullable=False),
     Column("resource_type", Text, nullable=False),
     Column("id", Text, nullable=False),
     Column("version_id", Integer, nullable=False),
