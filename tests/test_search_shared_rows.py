@@ -179,3 +179,20 @@ async def test_sorting_several_types_by_a_code_stored_differently_in_each(
     response = await client.get("", params=[("_type", "CapabilityStatement,CodeSystem"),
                                             ("version", "b"), ("_tag", f"{TAG}|{tag}")])
     assert [e["resource"]["id"] for e in response.json().get("entry", [])] == [made["b"]]
+
+
+async def test_sorting_by_a_shared_parameter_leaves_types_without_it_last(
+        client: httpx.AsyncClient, observations: tuple[str, dict[str, str]]) -> None:
+    """A Condition has `code` rows, Observation `combo-code` is stored in `code` rows: sorting
+    Observations and Conditions by `combo-code` must not sort the Condition by its code."""
+    tag, made = observations
+    response = await client.post("Condition", json=_tagged(tag, {
+        "resourceType": "Condition", "subject": {"reference": "Patient/p"},
+        "code": _coded("0001")}))  # before every Observation's codes
+    assert response.status_code == 201, response.text
+    condition = response.json()["id"]
+    response = await client.get("", params=[("_type", "Observation,Condition"),
+                                            ("_sort", "combo-code"), ("_tag", f"{TAG}|{tag}")])
+    assert response.status_code == 200, response.text
+    found = [e["resource"]["id"] for e in response.json().get("entry", [])]
+    assert found[-1] == condition and len(found) == len(made) + 1, found

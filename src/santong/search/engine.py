@@ -102,10 +102,14 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
             aggregate = "max" if descending else "min"
             if column is None:  # dates: the start when ascending, the end when descending
                 column = "high" if descending else "low"
-            # The rows' codes may differ by type (CodeSystem `url` is stored as `system`).
+            # Rows under the parameter's own code belong to types that have it. A shared
+            # parameter's rows are under its holders' codes (CapabilityStatement `version` under
+            # `fhirversion`), which a type without the parameter may have rows of (Condition
+            # `code` for Observation `combo-code`): each type is then tested for its own codes.
             codes = {t: p.index_codes for t, p in zip(spec.types, params, strict=True) if p}
-            code_test = compiler.code_is("s.code", param.index_codes)
-            if len(set(codes.values())) > 1:
+            if all(c == (code,) for c in codes.values()):
+                code_test = compiler.code_is("s.code", code)
+            else:
                 code_test = "(" + " OR ".join(
                     f"(r.resource_type = {compiler.bind(t)} AND {compiler.code_is('s.code', c)})"
                     for t, c in codes.items()) + ")"
