@@ -674,18 +674,6 @@ def test_a_concept_text_a_coding_already_carries_is_not_a_row_of_its_own() -> No
     assert type_rows({"text": "门诊"}) == [(None, None, "门诊", None, None)]
 
 
-def test_content_document_holds_a_repeated_string_once() -> None:
-    """A display repeated as the concept's text is one string of the document, not two; a
-    different string with the same words keeps them."""
-    condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/1"},
-                 "code": {"coding": [{"system": "urn:x", "code": "I10", "display": "高血压"}],
-                          "text": "高血压"},
-                 "note": [{"text": "高血压 复诊"}]}
-    [(_, document)] = index.index_rows(condition).text
-    words = document.split()
-    assert words.count("高") == 2 and words.count("复") == 1 and words.count("i10") == 1
-
-
 def test_content_document_is_text_and_codes_not_meta_or_dates() -> None:
     """`_content`'s document: the resource's words and codes; not meta (version, lastUpdated,
     tags: about the record) and not dates or times, whose pieces (`2024`, `-05`, `t12`) would

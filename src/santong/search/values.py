@@ -88,12 +88,9 @@ _DATE_OR_TIME = re.compile(
 def content_text(resource: dict[str, Any]) -> str:
     """The words of `_content` (search.html#content): the resource's text and codes, without
     its meta (version, lastUpdated, profiles: about the record, not its content) and without
-    dates and times. Identifiers, URLs and narrative are left out as by string_leaves.
-    A string repeated (a code's display as the concept's text, a name's text and its parts)
-    is there once: a fifth fewer words for PostgreSQL to parse, and it finds the same."""
+    dates and times. Identifiers, URLs and narrative are left out as by string_leaves."""
     body = {k: v for k, v in resource.items() if k != "meta"}
-    return " ".join(dict.fromkeys(s for s in string_leaves(body)
-                                  if not _DATE_OR_TIME.fullmatch(s)))
+    return " ".join(s for s in string_leaves(body) if not _DATE_OR_TIME.fullmatch(s))
 
 
 def string_leaves(value: Any) -> list[str]:
