@@ -674,6 +674,16 @@ def test_a_concept_text_a_coding_already_carries_is_not_a_row_of_its_own() -> No
     assert type_rows({"text": "门诊"}) == [(None, None, "门诊", None, None)]
 
 
+def test_content_document_keeps_each_string_where_it_stands() -> None:
+    """Phrases match on word positions across the document: a repeated string is kept in
+    place, so the second name's words stay next to each other (`_content=Li Hua`) and the
+    first name's given name is not joined to the second's (`Ming Hua`)."""
+    patient = {"resourceType": "Patient", "name": [{"family": "Li", "given": ["Ming"]},
+                                                   {"family": "Li", "given": ["Hua"]}]}
+    [(_, document)] = index.index_rows(patient).text
+    assert "li hua" in document and "ming hua" not in document
+
+
 def test_content_document_is_text_and_codes_not_meta_or_dates() -> None:
     """`_content`'s document: the resource's words and codes; not meta (version, lastUpdated,
     tags: about the record) and not dates or times, whose pieces (`2024`, `-05`, `t12`) would
