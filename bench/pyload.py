@@ -46,19 +46,25 @@ class Stats:
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    request: bytes) -> tuple[int, bytes]:
+                    request: bytes) -> tuple[int, bytes, bool]:
+    """Send `request`, read its answer: (status, answer, whether the server keeps the
+    connection open)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
+    keep_alive = True
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
-        elif name.strip().lower() == b"transfer-encoding":
+        elif name == b"transfer-encoding":
             raise ValueError("chunked responses are not supported")
+        elif name == b"connection" and b"close" in value.lower():
+            keep_alive = False
     body = await reader.readexactly(length) if length else b""
-    return status, head + body
+    return status, head + body, keep_alive
 
 
 async def _worker(host: str, port: int, requests: list[bytes], next_index: list[int],
@@ -81,7 +87,7 @@ async def _worker(host: str, port: int, requests: list[bytes], next_index: list[
             if deadline is not None and started >= deadline:
                 return
             try:
-                status, answer = await _exchange(reader, writer, request)
+                status, answer, keep_alive = await _exchange(reader, writer, request)
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 stats.read_errors += 1
                 if len(stats.failures) < 10:
@@ -91,6 +97,9 @@ async def _worker(host: str, port: int, requests: list[bytes], next_index: list[
                 continue
             stats.latencies.append((clock() - started) // 1000)
             stats.bytes += len(answer)
+            if not keep_alive:  # as wrk does: the server's Bundle answers say so (see api.app)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
             if status >= 400:
                 stats.status_errors += 1
                 if len(stats.failures) < 10:
