@@ -603,6 +603,44 @@ async def test_a_two_sided_date_range_starts_from_the_spans_near_it(
     assert narrowing not in await sql(("date", "ge2025-01-01"), ("date", "lt2025-02-01"))
 
 
+async def test_a_windows_span_count_is_kept_a_while(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spans near a window are counted once and the count kept (it only chooses the
+    plan): the same window searched again costs one statement, not two. The page is the
+    same either way, and a resource written since is found (results are never cached)."""
+    from santong.search import engine
+
+    counted: list[str] = []
+    count_up_to = engine._count_up_to
+
+    async def counting(connection: Any, rows: str, limit: int, binds: dict[str, Any],
+                       custom_plan: bool = False) -> int:
+        counted.append(rows)
+        return await count_up_to(connection, rows, limit, binds, custom_plan)
+
+    monkeypatch.setattr(engine, "_count_up_to", counting)
+    subject = (await client.post("Patient", json={"resourceType": "Patient"})).json()["id"]
+
+    async def encounter(day: str) -> str:
+        created = await client.post("Encounter", json={
+            "resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{subject}"},
+            "period": {"start": f"2031-03-{day}T09:00:00Z", "end": f"2031-03-{day}T10:00:00Z"}})
+        return str(created.json()["id"])
+
+    window = [("date", "ge2031-03-01"), ("date", "lt2031-04-01"), ("subject", subject)]
+    first = await encounter("03")
+    found = (await client.get("Encounter", params=window)).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [first]
+    spans = [rows for rows in counted if "unnest" in rows]
+    assert len(spans) == 1
+    second = await encounter("04")
+    found = (await client.get("Encounter", params=window)).json()
+    assert sorted(e["resource"]["id"] for e in found["entry"]) == sorted([first, second])
+    assert [rows for rows in counted if "unnest" in rows] == spans  # not counted again
+
+
 async def test_last_updated_ranges_read_the_last_updated_index(
     client: httpx.AsyncClient, database_url: str,
 ) -> None:
