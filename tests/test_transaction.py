@@ -513,6 +513,75 @@ async def test_a_large_transaction_is_indexed_and_in_history(client: httpx.Async
         assert [e["request"]["method"] for e in history["entry"]] == ["POST"]
 
 
+async def test_transactions_that_deadlock_are_run_again(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two Bundles whose conditional updates lock the same two criteria in opposite orders
+    deadlock; PostgreSQL rolls one back, and the server runs it again once the other is done
+    (Router._bundle), instead of answering 409. Held here at the worst moment: each has its
+    first criteria locked before either asks for its second."""
+    from santong.fhir.interactions import transaction as transaction_module
+
+    first, second = unique("deadlock-a"), unique("deadlock-b")
+    settle = transaction_module._settle_conditional_put
+    holding: list[int] = []
+    both_hold = asyncio.Event()
+
+    async def settling(call: Any, entry: Any, plan: Any) -> str | None:
+        target = await settle(call, entry, plan)
+        if entry.index == 0 and not both_hold.is_set():  # first attempts only
+            holding.append(entry.index)
+            if len(holding) == 2:
+                both_hold.set()
+            await asyncio.wait_for(both_hold.wait(), 30)
+        return target
+
+    def update(value: str, gender: str) -> dict[str, Any]:
+        return put(with_identifier(value, gender=gender), f"Patient?identifier={SYSTEM}|{value}")
+
+    monkeypatch.setattr(transaction_module, "_settle_conditional_put", settling)
+    responses = await asyncio.gather(
+        client.post("", json=bundle("transaction", update(first, "male"),
+                                    update(second, "male"))),
+        client.post("", json=bundle("transaction", update(second, "female"),
+                                    update(first, "female"))))
+    monkeypatch.undo()
+    assert len(holding) == 2  # the deadlock was set up
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    statuses = sorted(e["response"]["status"] for r in responses for e in r.json()["entry"])
+    assert statuses == ["200 OK", "200 OK", "201 Created", "201 Created"]
+    for value in (first, second):
+        found = await by_identifier(client, value)
+        assert len(found) == 1 and found[0]["meta"]["versionId"] == "2"
+
+
+async def test_a_transaction_that_keeps_losing_races_is_a_409(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs are bounded: a transaction that deadlocks every time gets the 409 after the last
+    attempt, and none of its attempts left anything behind."""
+    import asyncpg
+
+    from santong.fhir import router as router_module
+    from santong.fhir.interactions import transaction as transaction_module
+
+    value = unique("always-deadlocked")
+    settle = transaction_module._settle_identities
+    attempts: list[int] = []
+
+    async def deadlocking(*args: Any, **kwargs: Any) -> Any:
+        await settle(*args, **kwargs)  # its criteria locked, as in a real deadlock
+        attempts.append(1)
+        raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+    monkeypatch.setattr(transaction_module, "_settle_identities", deadlocking)
+    response = await client.post("", json=bundle(
+        "transaction", post(with_identifier(value), urn(),
+                            ifNoneExist=f"identifier={SYSTEM}|{value}")))
+    monkeypatch.undo()
+    assert response.status_code == 409, response.text
+    assert len(attempts) == router_module._TRANSACTION_ATTEMPTS
+    assert await by_identifier(client, value) == []
+
+
 async def test_a_queued_create_whose_id_is_taken_fails_the_whole_transaction(
         database_url: str) -> None:
     """A server-drawn uuid that someone holds after all (it cannot happen in practice) is a

@@ -7,7 +7,9 @@ the entry point for a single REST call and always answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -64,6 +66,12 @@ _ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     ("T", "I", "_history", "V"): {"GET": vread},
     **operations.routes(),
 }
+# A transaction Bundle that deadlocks with another or loses a serialisation race is run this
+# many times in all (Router._bundle) before its client gets the 409: conditional creates and
+# updates lock their criteria, and two Bundles of the same patients may meet on them in
+# different orders.
+_TRANSACTION_ATTEMPTS = 3
+
 _LITERALS = frozenset({"metadata", "_history", "_search"})
 
 
@@ -120,9 +128,7 @@ class Router:
             # batch/transaction: the Bundle decides how entries share database transactions.
             if tx is not None:
                 raise error(400, "not-supported", "Bundles cannot be nested")
-            bundle_type, entries = read_bundle(request, self.settings.max_bundle_entries)
-            process = transaction if bundle_type == "transaction" else batch
-            return await process(self, request, entries)
+            return await self._bundle(request)
         handler, segments = self.route(request)
         if self.custom_parameters is not None and self._may_need_new_parameters(segments,
                                                                                 request):
@@ -153,6 +159,27 @@ class Router:
             if announce:
                 await profile_registry.announce(own.connection)
             return await handler(call)
+
+    async def _bundle(self, request: FhirRequest) -> FhirResponse:
+        """A batch or transaction Bundle. A transaction that loses a race (deadlock,
+        serialisation failure) was rolled back whole, nothing of it written: it runs again as
+        if just received, up to _TRANSACTION_ATTEMPTS in all, each time a little later and at
+        a random moment, so that the transaction it met is likely done."""
+        attempt = 1
+        while True:
+            # Read afresh each time: processing fills in the entries (ids, references).
+            bundle_type, entries = read_bundle(request, self.settings.max_bundle_entries)
+            if bundle_type != "transaction":
+                return await batch(self, request, entries)
+            try:
+                return await transaction(self, request, entries)
+            except Exception as exc:
+                if attempt == _TRANSACTION_ATTEMPTS or not is_conflict(exc):
+                    raise
+                log.info("transaction Bundle lost a race (%s); attempt %d of %d",
+                         type(exc).__name__, attempt + 1, _TRANSACTION_ATTEMPTS)
+            await asyncio.sleep(random.uniform(0.01, 0.05) * attempt)
+            attempt += 1
 
     @staticmethod
     def _may_need_new_parameters(segments: list[str], request: FhirRequest) -> bool:
