@@ -705,3 +705,16 @@ def test_content_document_is_text_and_codes_not_meta_or_dates() -> None:
                      "2024-05-17t12:49:00+08:00", "2024-05", "2024-05-18", "12:30:00"):
         assert left_out not in words, left_out
     assert not any(w.startswith(("2026", "2024-", "12:")) for w in words)
+
+
+def test_extractions_caches_are_bounded() -> None:
+    """Custom SearchParameters posted over a process's life bring expressions, types and
+    element names of their own: every cache keyed by them has a size limit."""
+    import inspect
+
+    cached = [value for value in vars(extract).values()
+              if callable(value) and hasattr(value, "cache_parameters")]
+    keyed = [f for f in cached if inspect.signature(f.__wrapped__).parameters]
+    assert len(keyed) >= 8, [f.__name__ for f in keyed]
+    assert {f.__name__: f.cache_parameters()["maxsize"] for f in keyed
+            if f.cache_parameters()["maxsize"] is None} == {}

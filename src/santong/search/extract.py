@@ -45,6 +45,9 @@ from santong.search.parameters import SearchParameter, parameters_for
 # about 2,500 (type, expression) pairs; custom SearchParameters posted over a process's life
 # add theirs, so the caches are bounded rather than growing with every one ever seen.
 _EXPRESSIONS_KEPT = 8192
+# Type and element names those expressions name (type pairs, members, paths): bounded too,
+# since a custom expression may name anything.
+_NAMES_KEPT = 65536
 
 __all__ = [
     "ExtractionError",
@@ -153,7 +156,7 @@ def _type_name(name: str) -> str:
     return name
 
 
-@cache
+@lru_cache(maxsize=_NAMES_KEPT)
 def _is_type(actual: str, wanted: str) -> bool:
     if actual == wanted:
         return True
@@ -169,7 +172,7 @@ def _is_type(actual: str, wanted: str) -> bool:
     return parent is not None and _is_type(parent, wanted)
 
 
-@cache
+@lru_cache(maxsize=_NAMES_KEPT)
 def _children(owner: str, name: str) -> tuple[tuple[str, str], ...]:
     """(JSON key, type) for member *name* of type *owner*; type "" means "the resourceType"."""
     struct = definitions.get_structure(owner)
@@ -1283,7 +1286,7 @@ def _fallback(input_type: str, expression: str) -> Callable[[Any, dict[str, Any]
     return run
 
 
-@cache
+@lru_cache(maxsize=_NAMES_KEPT)
 def _path_type(path: str) -> str:
     """The type of an element path fhirpathpy reports ("Patient.name" -> "HumanName")."""
     owner, _, name = path.rpartition(".")
