@@ -271,7 +271,9 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
               f" {columns} FROM")
     # The page's keys first, its rows by rid after: a plan that walks the type's ids then
     # reads the key index alone (resource_type, id INCLUDE rid, deleted) instead of each
-    # walked resource's row, which at 100,000 patients is mostly not in shared buffers.
+    # walked resource's row (an Encounter date month at 10,000 patients, all in shared
+    # buffers: 7.8 -> 3.2 ms under EXPLAIN ANALYZE). Such walks are also why the server's
+    # connections start no parallel workers (storage.database).
     outer_order = ", ".join(f"k.k{n} {'DESC' if k.descending else 'ASC'}"
                             for n, k in enumerate(order_keys))
     sql = ("SELECT f.resource_type, f.id, f.version_id, f.last_updated, f.content, f.rid, "
