@@ -87,6 +87,15 @@ async def test_name_search_matches_pinyin(client: httpx.AsyncClient) -> None:
     assert await _finds(client, zhang, name="ls")
 
 
+async def test_name_search_alone_matches_pinyin(client: httpx.AsyncClient) -> None:
+    """`name` as the search's only condition, where a page may be read from the name index
+    alone (santong.search.engine, _in_rid_order): the pinyin rows still count."""
+    patient = await _patient(client, "犇", "淼鑫")
+    response = await client.get("Patient", params={"name": "benmiaoxin", "_count": "1000"})
+    assert response.status_code == 200, response.text
+    assert patient["id"] in [e["resource"]["id"] for e in response.json().get("entry", [])]
+
+
 async def test_polyphonic_names(client: httpx.AsyncClient) -> None:
     zeng = await _patient(client, "曾", "乐乐")
     for query in ("zengyueyue", "zeng le le", "cenglele", "zyy", "zll"):

@@ -460,19 +460,86 @@ async def every_page(client: httpx.AsyncClient, url: str | None) -> tuple[list[s
     return found, sqls
 
 
-async def test_common_string_matches_walk_ids_in_order(
+async def test_string_prefix_pages_come_from_the_index_in_creation_order(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, database_url: str,
+) -> None:
+    """A search whose one condition is a string prefix reads each page from the value index
+    in rid (creation) order (engine._in_rid_order): the same pages as the other plans, a
+    patient matching under two names once, a deleted one never; when a filter drops one of a
+    page's candidates the other plans take over; an outdated cursor is a 400."""
+    import base64
+
+    import orjson
+
+    from santong.fhir import jsonio
+    from santong.fhir.context import RequestContext
+    from santong.fhir.request import FhirRequest
+    from santong.fhir.router import Router
+    from santong.search import engine
+    from santong.settings import Settings
+    from santong.storage.database import create_engine
+    from santong.storage.repository import Repository
+
+    family = "寿" + unique("").replace("-", "")  # a prefix no other test's patients share
+
+    async def post(*families: str) -> str:
+        response = await client.post("Patient", json={
+            "resourceType": "Patient", "name": [{"family": f} for f in families]})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    made = [await post(family + suffix) for suffix in ("", "乙", "", "甲", "", "乙", "")]
+    await post("寿")  # shares only a shorter prefix
+    made.append(await post(family, family + "甲"))  # under two values: listed once
+    made.append(await post(family + "丙"))
+    deleted = made.pop(2)
+    assert (await client.delete(f"Patient/{deleted}")).status_code in (200, 204)
+
+    for count in (1, 3, 20):
+        ids, sqls = await every_page(client, f"Patient?family={family}&_count={count}")
+        assert ids == made, count
+        assert all("WITH RECURSIVE" in sql for sql in sqls), count
+    monkeypatch.setattr(engine, "ORDERED_VALUES", 0)  # as if the prefix had too many values
+    ids, sqls = await every_page(client, f"Patient?family={family}&_count=3")
+    assert ids == made and not any("WITH RECURSIVE" in sql for sql in sqls)
+    monkeypatch.undo()
+
+    class NotTheFirst(RequestContext):
+        def search_filter(self, resource_type: str) -> tuple[str, dict[str, Any]] | None:
+            return "r.id <> :first", {"first": made[0]}
+
+    database = create_engine(database_url)
+    try:
+        router = Router(Repository(database), Settings())
+        response = await router.handle(FhirRequest(
+            "GET", "Patient", query=[("family", family), ("_count", "3")],
+            base_url="http://testserver/fhir", context=NotTheFirst()))
+        page = orjson.loads(jsonio.dumps(response.resource))
+    finally:
+        await database.dispose()
+    assert [e["resource"]["id"] for e in page["entry"]] == made[1:4]
+
+    outdated = base64.urlsafe_b64encode(orjson.dumps({"a": ["Patient", made[0]]})).decode()
+    response = await client.get("Patient", params={"family": family, "_cursor": outdated})
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["_cursor"]
+
+
+async def test_common_string_matches_walk_rids_in_order(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A string match with many index rows is paged by walking the type's ids in order
+    """A string match with many index rows, when its values are not read in rid order (too
+    many distinct ones, made so here), is paged by walking the type's rids in order
     (engine._dense, thresholds made small here); the pages are exactly those of the
     index-driven plan, which takes over when the walk finds less than a page."""
     from santong.search import engine
 
     family = "寿" + unique("").replace("-", "")  # a prefix no other test's patients share
-    ids = sorted([(await client.post("Patient", json={
+    ids = [(await client.post("Patient", json={
         "resourceType": "Patient", "name": [{"family": family + suffix}]})).json()["id"]
-        for suffix in ("", "", "甲", "乙", "", "丙", "", "")])
+        for suffix in ("", "", "甲", "乙", "", "丙", "", "")]  # in creation order
     await client.post("Patient", json={"resourceType": "Patient", "name": [{"family": "寿"}]})
+    monkeypatch.setattr(engine, "ORDERED_VALUES", 0)
 
     async def pages(count: int) -> tuple[list[str], list[str]]:
         return await every_page(client, f"Patient?family={family}&_count={count}")
@@ -483,6 +550,7 @@ async def test_common_string_matches_walk_ids_in_order(
     assert walked == ids
     assert "LIMIT 1000000) r" in sqls[0]  # the first page came from the walk
     assert "(SELECT w.resource_type, w.id, w.rid, w.deleted FROM resource w" in sqls[0]
+    assert "ORDER BY w.rid LIMIT 1000000" in sqls[0]
     assert "LIMIT 1000000) r" not in sqls[-1]  # the last (short) page did not
     assert "LIMIT 1), false)" not in sqls[0]  # 8 matches, not crowded: hashed once
     # Crowded (from _CROWDED × dense rows): the walk looks each row up in the index instead.
@@ -513,7 +581,7 @@ async def test_common_string_matches_walk_ids_in_order(
     assert every == ids and "(SELECT * FROM resource w" in sqls[0]
 
 
-async def test_dense_has_walks_ids_testing_each_row(
+async def test_dense_has_walks_rids_testing_each_row(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A `_has` that a sample of the walk finds dense is paged by walking ids and testing
@@ -558,7 +626,7 @@ async def test_dense_has_walks_ids_testing_each_row(
         f"_has:Encounter:subject:_has:Condition:encounter:code={nested}": [4, 6],
     }
     for query, expected in cases.items():
-        wanted = sorted(patients[n] for n in expected)
+        wanted = [patients[n] for n in expected]  # creation order, the default
         monkeypatch.setattr(engine, "_SAMPLE_MATCHES", 0)  # always dense
         monkeypatch.setattr(engine, "_WALK_ROWS", 10**6)
         walked, sqls = await pages(query)

@@ -1,8 +1,9 @@
 """Running a search: matches in a stable order, keyset pages, totals, `_include`/`_revinclude`.
 
 http://hl7.org/fhir/R4/search.html#sort, #count, #total, #include, #revinclude. Pages are cut
-by a keyset cursor over the sort keys and the resource's (type, id), never by OFFSET, so a
+by a keyset cursor over the sort keys and the resource's (type, rid), never by OFFSET, so a
 `next` link costs the same on page 1,000 as on page 1 and stays valid while data changes.
+Without `_sort`, resources come in the order they were created (rid; HAPI FHIR's default too).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from santong.fhir.outcome import error
 from santong.search import terminology
 from santong.search.index import json_value
 from santong.search.parameters import get, parameters_for
-from santong.search.query import Compiled, Compiler, split_values
+from santong.search.query import ORDERED_VALUES, Compiled, Compiler, Probe, split_values
 from santong.storage.repository import Connection, StoredVersion
 
 _SORT_SOURCES = {
@@ -116,14 +117,16 @@ def _sort_keys(spec: SearchSpec, compiler: Compiler) -> list[_SortKey]:
             keys.append(_SortKey(
                 f"(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid"
                 f" AND {code_test})", descending, cast))
-    # Missing values sort last in either direction; (type, id) makes the order total. Row
-    # columns are never missing: sorted by the column alone, an index can give the order.
+    # Missing values sort last in either direction; (type, rid) makes the order total: the
+    # order of creation, which string indexes keep too (Probe.ordered). Row columns are never
+    # missing: sorted by the column alone, an index can give the order.
     expanded: list[_SortKey] = []
     for key in keys:
         if key.nullable:
             expanded.append(_SortKey(f"({key.sql} IS NULL)", False, "boolean"))
         expanded.append(key)
-    expanded += [_SortKey("r.resource_type", False, "text"), _SortKey("r.id", False, "text")]
+    expanded += [_SortKey("r.resource_type", False, "text"),
+                 _SortKey("r.rid", False, "bigint", nullable=False)]
     return expanded
 
 
@@ -166,12 +169,20 @@ def _raw(value: Any, key: _SortKey) -> Any:
     """A cursor value back in the Python type asyncpg expects for the key's SQL type."""
     if value is None:
         return None
-    if key.cast == "boolean":
-        return bool(value)
-    if key.cast == "timestamptz":
-        return datetime.fromisoformat(value)
-    if key.cast == "numeric":
-        return Decimal(value)
+    try:
+        if key.cast == "boolean":
+            return bool(value)
+        if key.cast == "timestamptz":
+            return datetime.fromisoformat(value)
+        if key.cast == "numeric":
+            return Decimal(value)
+        if key.cast == "bigint":
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+                raise ValueError(value)
+            return value
+    except (ValueError, TypeError, ArithmeticError):
+        raise error(400, "invalid", "Malformed or outdated _cursor: start again from the first "
+                    "page", expression="_cursor") from None
     return str(value)
 
 
@@ -269,8 +280,8 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     columns = ", ".join(f"{k.sql} AS k{n}" for n, k in enumerate(keys))
     select = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content, r.rid,"
               f" {columns} FROM")
-    # The page's keys first, its rows by rid after: a plan that walks the type's ids then
-    # reads the key index alone (resource_type, id INCLUDE rid, deleted) instead of each
+    # The page's keys first, its rows by rid after: a plan that walks the type's rids then
+    # reads an index alone ((resource_type, rid) INCLUDE (id, deleted)) instead of each
     # walked resource's row (an Encounter date month at 10,000 patients, all in shared
     # buffers: 7.8 -> 3.2 ms under EXPLAIN ANALYZE). Such walks are also why the server's
     # connections start no parallel workers (storage.database).
@@ -282,12 +293,23 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
            f" ORDER BY {order} LIMIT {int(spec.count) + 1}) k JOIN resource f ON f.rid = k.rid"
            f" ORDER BY {outer_order}")
     rows: list[Any] = []
-    if (compiler.probes and len(spec.types) == 1 and spec.compartment is None
-            and not spec.sort and not backwards and spec.count > 0):
-        # One type, so the default order (type, id) is its ids' order and the cursor's id
+    found = False  # whether `rows` is the page already
+    in_order = bool(compiler.probes) and (len(spec.types) == 1 and spec.compartment is None
+                and not spec.sort and not backwards and spec.count > 0)
+    if in_order and len(compiler.probes) == len(compiled.applied) == 1:
+        probe = compiler.probes[0]
+        # The probe must be the whole condition, not part of one (`name` widened to pinyin).
+        if probe.ordered is not None and compiled.where == [probe.condition]:
+            found, rows, ordered_sql = await _in_rid_order(
+                connection, compiler, probe, page_where.replace(probe.condition, "true"),
+                select, order, cursor, spec.count)
+            if found:
+                sql = ordered_sql
+    if in_order and not found:
+        # One type, so the default order (type, rid) is its rids' order and the cursor's rid
         # is where the walk starts. `IS TRUE` keeps the conditions tests of each row:
         # PostgreSQL would otherwise join them, reading every match first.
-        after = "" if cursor is None else f" AND w.id >= {compiler.bind(str(cursor[-1]))}"
+        after = "" if cursor is None else f" AND w.rid >= {compiler.bind(cursor[-1])}"
         dense_rows = _dense_rows(await _type_rows(connection, spec.types[0]))
         counts = [None if probe.matches is None else await _matches_up_to(
             connection, probe.matches, dense_rows * _CROWDED, compiler.binds, custom)
@@ -298,28 +320,28 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
             walk_where = walk_where.replace(probe.condition, probe.looked_up if crowded
                                             and probe.looked_up is not None else probe.per_row)
 
-        # Tests that need only the key's columns walk the key index alone (migration 0006),
+        # Tests that need only the key's columns walk that index alone (migration 0013),
         # and the page's rows are fetched by rid afterwards.
         slim = set(_ROW_COLUMN.findall(walk_where)) <= _KEY_COLUMNS
 
         def walk(rows: int) -> str:
             return (f"(SELECT {_WALKED if slim else '*'} FROM resource w WHERE w.resource_type"
-                    f" = {compiler.bind(spec.types[0])} AND NOT w.deleted{after} ORDER BY w.id"
+                    f" = {compiler.bind(spec.types[0])} AND NOT w.deleted{after} ORDER BY w.rid"
                     f" LIMIT {rows}) r WHERE ({walk_where}) IS TRUE")
 
         others = len(compiled.applied) > len(compiler.probes)  # conditions besides probes
         if await _dense(connection, counts, dense_rows, compiler.binds, walk(_SAMPLE_ROWS),
                         others, custom):
-            limit = f"ORDER BY r.id LIMIT {int(spec.count) + 1}"
+            limit = f"ORDER BY r.rid LIMIT {int(spec.count) + 1}"
             walk_sql = (f"{select} {walk(_WALK_ROWS)} {limit}" if not slim else
                         f"{select} (SELECT f.* FROM (SELECT r.rid FROM {walk(_WALK_ROWS)} {limit})"
-                        f" r JOIN resource f ON f.rid = r.rid) r ORDER BY r.id")
+                        f" r JOIN resource f ON f.rid = r.rid) r ORDER BY r.rid")
             rows = list(await connection.execute(walk_sql, compiler.binds, custom_plan=custom))
             if len(rows) > spec.count:  # a full page and one more: exactly what it finds
-                sql = walk_sql
+                found, sql = True, walk_sql
             else:  # the matches are sparser than they seemed: the index-driven plan after all
                 rows = []
-    if not rows:
+    if not found:
         rows = list(await connection.execute(sql, compiler.binds, custom_plan=planned))
     page, more = rows[:spec.count], len(rows) > spec.count
     if backwards:
@@ -336,7 +358,34 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
                         compiled.ignored, sql, dict(compiler.binds), previous_cursor)
 
 
-# A page of a dense match is found by walking the type's resources in id order (the default
+async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe, where: str,
+                        select: str, order: str, cursor: list[Any] | None, count: int
+                        ) -> tuple[bool, list[Any], str]:
+    """A page of a search whose one condition is a string prefix, from the probe's matches in
+    rid order (Probe.ordered): (whether it is the page, its rows, the SQL). `where` is the
+    search's WHERE with the probe's condition taken out (its matches are the candidates).
+
+    The first count + 1 matches after the cursor are the page's candidates; the page is those
+    of them `where` keeps (deleted resources, an access filter). When the probe listed them
+    all, or `where` kept every one, that is exact; otherwise (or when the prefix has too many
+    distinct values) the search goes on as if this had not been tried. One statement: each
+    round trip costs the server more than PostgreSQL spends on the page."""
+    assert probe.ordered is not None
+    ctes, listing = probe.ordered(compiler.bind(0 if cursor is None else cursor[-1]),
+                                  compiler.bind(count + 1))
+    sql = (f"{ctes}, prefix_page AS MATERIALIZED ({listing}) SELECT c.values_seen,"
+           f" cardinality(c.rids), p.* FROM prefix_page c LEFT JOIN LATERAL ({select} resource r"
+           f" WHERE r.rid = ANY(c.rids) AND {where} ORDER BY {order} LIMIT {count + 1}) p"
+           " ON true")
+    found = list(await connection.execute(sql, compiler.binds))
+    values_seen, candidates = found[0][0], found[0][1]
+    rows = [tuple(row)[2:] for row in found if row[2] is not None]
+    if values_seen >= ORDERED_VALUES or (candidates > count and len(rows) < candidates):
+        return False, [], ""
+    return True, rows, sql
+
+
+# A page of a dense match is found by walking the type's resources in rid order (the default
 # sort) and testing each, for at most _WALK_ROWS of them: then a first page costs about
 # count / density rows, not a fetch and sort of every match. PostgreSQL cannot choose that
 # plan itself when it underestimates the matches, and must not be offered it when they are
@@ -346,7 +395,7 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
 # walking costs about 12 µs a row, against some 25 µs for each match the index-driven plan
 # reads). A string match with other conditions (`family=王&identifier=…`) must pass the
 # sample too: the walk tests all of them.
-# The resource key index's columns (resource_type, id INCLUDE rid, deleted), as a walk reads them.
+# The walk's index's columns ((resource_type, rid) INCLUDE (id, deleted), migration 0013).
 _KEY_COLUMNS = frozenset({"resource_type", "id", "rid", "deleted"})
 _WALKED = "w.resource_type, w.id, w.rid, w.deleted"
 _ROW_COLUMN = re.compile(r"\br\.(\w+)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import InvalidOperation
@@ -202,7 +203,7 @@ def near_distance(resource_type: str, params: list[tuple[str, str]],
 
 @dataclass(frozen=True)
 class Probe:
-    """A top-level condition the engine may test row by row while walking ids in order.
+    """A top-level condition the engine may test row by row while walking rids in order.
 
     `condition` is its text in the WHERE clause; `per_row` replaces it in the walk; `matches`
     lists its index rows cheaply (counted to judge density), or is None when only a sample
@@ -215,10 +216,18 @@ class Probe:
     per_row: str
     matches: str | None
     looked_up: str | None = None
+    # The matches in rid order (the default sort), given binds for the rid after which to
+    # start and how many: (WITH clause, a query over it giving one row `(values_seen, rids)`),
+    # see Compiler._in_rid_order.
+    ordered: Callable[[str, str], tuple[str, str]] | None = None
 
 
 # The most values (bound parameters) one search may match against.
 MAX_VALUES = 10_000
+
+# A string prefix matching more distinct values than this is not read value by value in rid
+# order (Probe.ordered): a page would merge as many index ranges.
+ORDERED_VALUES = 64
 
 
 class Compiler:
@@ -234,7 +243,7 @@ class Compiler:
         self.binds: dict[str, Any] = {}
         self._aliases = itertools.count(1)
         # Top-level conditions whose matches PostgreSQL may underestimate: the engine checks
-        # how dense they are and may find a page by walking ids in order (see Probe).
+        # how dense they are and may find a page by walking rids in order (see Probe).
         self.probes: list[Probe] = []
         # Queries listing the rids of resources that may match (a superset), cheap to run:
         # when one lists few, the engine makes it the search's starting point (see
@@ -250,6 +259,9 @@ class Compiler:
         # Set while compiling a condition tested row by row in such a walk: index lookups go
         # by the row's rid only (not the value index, which a bad estimate could pick).
         self._per_row = False
+        # The bound (lower, upper, LIKE pattern) of each alternative of the string match last
+        # compiled (`_string`), when each is an index range: for Probe.ordered.
+        self._ranges: list[tuple[str, str, str]] = []
 
     def bind(self, value: Any) -> str:
         name = f"b{next(self._names)}"
@@ -329,7 +341,8 @@ class Compiler:
                 f"Search parameter {name!r} ({param.type}) is not supported yet")
         table, condition, negate = self.match(param, key, modifier, alternatives)
         if param.type == "string" and not modifier:
-            found = self._prefix_matches(resource_type, alias, param.index_codes, condition)
+            found = self._prefix_matches(resource_type, alias, param.index_codes, condition,
+                                         self._ranges)
         else:
             found = self._exists(table, alias, param.index_codes, condition, negate)
         if param.type == "string" and not modifier:
@@ -362,7 +375,7 @@ class Compiler:
         return f"NOT {sql}" if negate else sql
 
     def _prefix_matches(self, resource_type: str, alias: str, code: tuple[str, ...],
-                        condition: str) -> str:
+                        condition: str, ranges: list[tuple[str, str, str]]) -> str:
         """A string prefix match as an uncorrelated IN over the index, which holds the rid:
         read from the index alone, and hashed once when PostgreSQL tests it row by row (the
         engine's walk)."""
@@ -385,8 +398,38 @@ class Compiler:
             looked_up = (f"COALESCE((SELECT true FROM search_string {y} WHERE {y}.rid ="
                          f" {alias}.rid AND {self.code_is(f'{y}.code', code)}"
                          f" AND ({condition.format(x=y)}) LIMIT 1), false)")
-            self.probes.append(Probe(found, found, matches, looked_up))
+            ordered = None
+            if len(code) == 1 and len(ranges) == 1:
+                ordered = self._in_rid_order(resource_type, code[0], *ranges[0])
+            self.probes.append(Probe(found, found, matches, looked_up, ordered))
         return found
+
+    def _in_rid_order(self, resource_type: str, code: str, lower: str, upper: str,
+                      like: str) -> Callable[[str, str], tuple[str, str]]:
+        """The matches of one string prefix in rid order, from the value index alone (its
+        last column is rid, migration 0013): the prefix's distinct values found one index
+        descent each (a skip scan, the recursive part), then each value's first rids after
+        the cursor, merged. A page of `family=王` reads about a page of index rows, however
+        many share the name. Gives how many values it found (at most ORDERED_VALUES) and the
+        rids; a resource matching under several values or names is listed once."""
+        t, c = self.bind(resource_type), self.bind(code)
+        same = f"y.resource_type = {t} AND y.code = {c}"
+        values = (
+            "WITH RECURSIVE prefix_values(value) AS ((SELECT y.value FROM search_string y"
+            f" WHERE {same} AND y.value ~>=~ {lower} AND y.value ~<~ {upper}"
+            " ORDER BY y.value USING ~<~ LIMIT 1) UNION ALL SELECT (SELECT y.value"
+            f" FROM search_string y WHERE {same} AND y.value ~>~ v.value AND y.value ~<~ {upper}"
+            " ORDER BY y.value USING ~<~ LIMIT 1) FROM prefix_values v WHERE v.value IS NOT NULL),"
+            " prefix_seen AS MATERIALIZED (SELECT v.value FROM prefix_values v"
+            f" WHERE v.value IS NOT NULL AND v.value LIKE {like} LIMIT {ORDERED_VALUES})")
+
+        def ordered(after: str, limit: str) -> tuple[str, str]:
+            return values, (
+                "SELECT (SELECT count(*) FROM prefix_seen) AS values_seen, ARRAY(SELECT DISTINCT"
+                " m.rid FROM prefix_seen d CROSS JOIN LATERAL (SELECT DISTINCT y.rid"
+                f" FROM search_string y WHERE {same} AND y.value = d.value AND y.rid > {after}"
+                f" ORDER BY y.rid LIMIT {limit}) m ORDER BY m.rid LIMIT {limit}) AS rids")
+        return ordered
 
     def _widened(self, resource_type: str, alias: str, param: SearchParameter, key: str,
                  alternatives: list[str], found: str) -> str:
@@ -422,6 +465,7 @@ class Compiler:
     def _string(self, param: SearchParameter, key: str, modifier: str,
                 alternatives: list[str]) -> tuple[str, str, bool]:
         ors = []
+        ranges: list[tuple[str, str, str]] = []
         transform = transforms.for_url(param.url)
         for text in alternatives:
             # Values computed by a transform are looked up in its form (pinyin: no tones).
@@ -439,13 +483,16 @@ class Compiler:
                 # The prefix's range in the index, bound: the plan is the same for any name,
                 # so PostgreSQL may keep one (with LIKE alone it planned every search, about
                 # as long as running it). LIKE stays the test.
-                pattern = f"{{x}}.value LIKE {self.bind(_like_prefix(folded) + '%')}"
+                like = self.bind(_like_prefix(folded) + '%')
+                pattern = f"{{x}}.value LIKE {like}"
                 upper = _successor(folded)
                 if upper is not None:
                     self.string_ranges = True
-                    pattern = (f"{{x}}.value ~>=~ {self.bind(folded)} AND {{x}}.value ~<~"
-                               f" {self.bind(upper)} AND {pattern}")
+                    ranges.append((self.bind(folded), self.bind(upper), like))
+                    pattern = (f"{{x}}.value ~>=~ {ranges[-1][0]} AND {{x}}.value ~<~"
+                               f" {ranges[-1][1]} AND {pattern}")
                 ors.append(f"({pattern})")
+        self._ranges = ranges if len(ranges) == len(ors) else []
         return "search_string", " OR ".join(ors) or "false", False
 
     def _token(self, param: SearchParameter, key: str, modifier: str,
@@ -886,7 +933,7 @@ class Compiler:
                  f" WHERE {r2}.resource_type = {source} AND NOT {r2}.deleted AND {inner})")
         if alias == "r":
             # That is O(matches): when one patient in ten has a matching Condition, the engine
-            # walks patients in id order testing each instead (found by a sample of the walk).
+            # walks patients in rid order testing each instead (found by a sample of the walk).
             self.probes.append(Probe(found, self._has_per_row(
                 source_type, alias, rest, value, source, code, target), None))
         return found
