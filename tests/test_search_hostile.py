@@ -67,3 +67,28 @@ async def test_a_conditional_create_with_too_many_values_is_a_400(
                                  headers={"If-None-Exist": criteria})
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["code"] == "too-costly"
+
+
+@pytest.mark.parametrize("rid", ["not-a-rid", 1.5, True, None, 2**63, -(2**63), [1], {"a": 1}])
+@pytest.mark.parametrize("params", [{"family": "王"}, {"gender": "male"},
+                                    {"birthdate": "ge1900", "_sort": "birthdate"}])
+async def test_a_cursor_with_a_bad_rid_is_a_400(client: httpx.AsyncClient, rid: object,
+                                                params: dict[str, str]) -> None:
+    """The default order's last key is the rid, an integer: a cursor holding anything else
+    (an id, from before migration 0013; a number PostgreSQL's bigint cannot hold) is a 400
+    naming `_cursor`, on every plan (a string prefix, the walk, a sort), never a 500."""
+    import base64
+
+    import orjson
+
+    first = await client.get("Patient", params={**params, "_count": "1"})
+    assert first.status_code == 200, first.text
+    width = 2 + (2 if "_sort" in params else 0)  # (type, rid), after (missing?, value)
+    good = [*[False, "1900-01-01T00:00:00+00:00"][: width - 2], "Patient"]
+    cursor = base64.urlsafe_b64encode(orjson.dumps({"a": [*good, rid]})).decode()
+    response = await client.get("Patient", params={**params, "_cursor": cursor})
+    if rid is None or rid == -(2**63):  # a missing value (nothing after it), or the least
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["_cursor"]

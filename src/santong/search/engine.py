@@ -177,7 +177,7 @@ def _raw(value: Any, key: _SortKey) -> Any:
         if key.cast == "numeric":
             return Decimal(value)
         if key.cast == "bigint":
-            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
                 raise ValueError(value)
             return value
     except (ValueError, TypeError, ArithmeticError):
