@@ -518,6 +518,8 @@ async def test_string_prefix_pages_come_from_the_index_in_creation_order(
     finally:
         await database.dispose()
     assert [e["resource"]["id"] for e in page["entry"]] == made[1:4]
+    # Read from the four candidates alone, the page would end the search here.
+    assert any(li["relation"] == "next" for li in page["link"]), page["link"]
 
     outdated = base64.urlsafe_b64encode(orjson.dumps({"a": ["Patient", made[0]]})).decode()
     response = await client.get("Patient", params={"family": family, "_cursor": outdated})

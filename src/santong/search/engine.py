@@ -380,7 +380,7 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
     found = list(await connection.execute(sql, compiler.binds))
     values_seen, candidates = found[0][0], found[0][1]
     rows = [tuple(row)[2:] for row in found if row[2] is not None]
-    if values_seen >= ORDERED_VALUES or (candidates > count and len(rows) < candidates):
+    if values_seen >= ORDERED_VALUES or (candidates > count and len(rows) <= count):
         return False, [], ""
     return True, rows, sql
 
