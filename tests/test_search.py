@@ -398,6 +398,33 @@ async def test_access_filter_limits_matches_and_includes(
     assert included == {f"{clinic}-zs"}
 
 
+async def test_default_order_and_sort_ties_are_creation_order(client: httpx.AsyncClient) -> None:
+    """Without `_sort` resources come in the order they were created, and so do a sort's ties,
+    ascending or descending, on every page; `_sort=_id` still orders by id."""
+    tag = unique("order")
+    made = []
+    for _ in range(5):
+        response = await client.post("Patient", json={
+            "resourceType": "Patient", "meta": {"tag": [{"system": TAG, "code": tag}]},
+            "birthDate": "1970-01-01"})
+        assert response.status_code == 201, response.text
+        made.append(response.json()["id"])
+    # An update keeps a resource's place.
+    updated = (await client.get(f"Patient/{made[0]}")).json()
+    updated["gender"] = "female"
+    assert (await client.put(f"Patient/{made[0]}", json=updated)).status_code == 200
+    for sort in (None, "birthdate", "-birthdate"):
+        url: str | None = f"Patient?_tag={TAG}|{tag}&_count=2" + (f"&_sort={sort}" if sort else "")
+        found: list[str] = []
+        while url is not None:
+            page = (await client.get(url)).json()
+            found += [e["resource"]["id"] for e in page.get("entry", [])]
+            url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+        assert found == made, sort
+    by_id = (await client.get("Patient", params={"_tag": f"{TAG}|{tag}", "_sort": "_id"})).json()
+    assert [e["resource"]["id"] for e in by_id["entry"]] == sorted(made)
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 @pytest.mark.parametrize("sort", ["_id", "-birthdate", "family,-_id", "-gender,birthdate",
                                   "-_lastUpdated", "_lastUpdated,family"])
