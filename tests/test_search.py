@@ -554,6 +554,37 @@ async def test_string_prefix_pages_come_from_the_index_in_creation_order(
     assert response.json()["issue"][0]["expression"] == ["_cursor"]
 
 
+async def test_a_prefix_with_too_many_names_is_not_listed_again(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A prefix found to have too many distinct values for the page from the index (made so
+    here: more than 2) goes to the other plans, and is not listed again while that is kept."""
+    from santong.search import engine
+    from santong.storage import repository
+
+    family = "寿" + unique("").replace("-", "")
+    made = [(await client.post("Patient", json={
+        "resourceType": "Patient", "name": [{"family": family + suffix}]})).json()["id"]
+        for suffix in ("甲", "乙", "丙", "")]
+    monkeypatch.setattr(engine, "ORDERED_VALUES", 2)
+    monkeypatch.setattr(engine, "_matches_cache", {})
+    statements: list[str] = []
+    execute = repository.Connection.execute
+
+    async def recording(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(statement))
+        return await execute(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(repository.Connection, "execute", recording)
+    for attempt in range(2):
+        statements.clear()
+        found = (await client.get("Patient", params={"family": family})).json()
+        assert [e["resource"]["id"] for e in found["entry"]] == made
+        listed = [s for s in statements if s.startswith("WITH RECURSIVE")]
+        assert len(listed) == (1 if attempt == 0 else 0), statements
+    assert any(key.startswith("values:") for key in engine._matches_cache)
+
+
 async def test_common_string_matches_walk_rids_in_order(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -369,8 +369,14 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
     of them `where` keeps (deleted resources, an access filter). When the probe listed them
     all, or `where` kept every one, that is exact; otherwise (or when the prefix has too many
     distinct values) the search goes on as if this had not been tried. One statement: each
-    round trip costs the server more than PostgreSQL spends on the page."""
-    assert probe.ordered is not None
+    round trip costs the server more than PostgreSQL spends on the page. A prefix found to
+    have too many values is not tried again for a while (kept as the probes' counts are):
+    `name=a` among Latin names would otherwise enumerate 64 names before every walk."""
+    assert probe.ordered is not None and probe.matches is not None
+    crowded = "values:" + _probe_key(probe.matches, compiler.binds)
+    known = _matches_cache.get(crowded)
+    if known is not None and known[0] > time.monotonic():
+        return False, [], ""
     ctes, listing = probe.ordered(compiler.bind(0 if cursor is None else cursor[-1]),
                                   compiler.bind(count + 1))
     sql = (f"{ctes}, prefix_page AS MATERIALIZED ({listing}) SELECT c.values_seen,"
@@ -380,6 +386,8 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
     found = list(await connection.execute(sql, compiler.binds))
     values_seen, candidates = found[0][0], found[0][1]
     rows = [tuple(row)[2:] for row in found if row[2] is not None]
+    if values_seen >= ORDERED_VALUES:
+        _remember(crowded, values_seen)
     if values_seen >= ORDERED_VALUES or (candidates > count and len(rows) <= count):
         return False, [], ""
     return True, rows, sql
@@ -476,18 +484,26 @@ _BIND_NAME = re.compile(r":(b\d+)\b")
 _ALIAS = re.compile(r"\b(x)\d+\b")
 
 
+def _probe_key(matches: str, binds: dict[str, Any]) -> str:
+    """A probe's `matches` with its values written in: the same for the same search."""
+    return _ALIAS.sub(r"\1", _BIND_NAME.sub(lambda m: repr(binds[m.group(1)]), matches))
+
+
+def _remember(key: str, count: int) -> None:
+    if len(_matches_cache) >= _MATCHES_KEPT:
+        _matches_cache.clear()
+    _matches_cache[key] = (time.monotonic() + _MATCHES_SECONDS, count)
+
+
 async def _matches_up_to(connection: Connection, matches: str, limit: int,
                          binds: dict[str, Any], custom_plan: bool) -> int:
     """How many index rows a probe's `matches` lists, counted no further than `limit`."""
-    key = _ALIAS.sub(r"\1", _BIND_NAME.sub(lambda m: repr(binds[m.group(1)]), matches))
-    key = f"{limit}:{key}"
+    key = f"{limit}:{_probe_key(matches, binds)}"
     cached = _matches_cache.get(key)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
     counted = await _count_up_to(connection, matches, limit, binds, custom_plan)
-    if len(_matches_cache) >= _MATCHES_KEPT:
-        _matches_cache.clear()
-    _matches_cache[key] = (time.monotonic() + _MATCHES_SECONDS, counted)
+    _remember(key, counted)
     return counted
 
 
