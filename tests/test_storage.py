@@ -55,9 +55,10 @@ async def test_string_prefix_counts_keep_a_prepared_plan(database_url: str) -> N
     """A name's prefix goes in as a bound index range, so the engine's count of its matches is
     one prepared statement PostgreSQL may plan once (on 10,000 patients, with a LIKE pattern
     alone, it planned all twelve counts of a run anew), as is the listing of a prefix's
-    matches in rid order (engine._in_rid_order); the search's own statement is planned
-    for its name, as the unnamed statement (prepared, it had got a generic plan). The walk
-    of a dense name's rids (`FROM resource w`) is prepared: its shape forces its plan."""
+    matches in rid order (engine._in_rid_order, a first page's form); the search's own
+    statement is planned for its name, as the unnamed statement (prepared, it had got a
+    generic plan). The walk of a dense name's rids (`FROM resource w`) is prepared: its shape
+    forces its plan."""
     from santong.search.engine import SearchSpec, search
     from santong.storage.database import create_engine
     from santong.storage.repository import Repository
@@ -75,7 +76,7 @@ async def test_string_prefix_counts_keep_a_prepared_plan(database_url: str) -> N
     finally:
         await engine.dispose()
     assert sorted(p[0] for p in prepared) == ["SELECT count(*) FROM (SELECT x1.rid FROM",
-                                              "WITH RECURSIVE prefix_values(value) AS ("], prepared
+                                              "WITH RECURSIVE prefix_values(value, rid)"], prepared
     assert all(p[1] > 0 for p in prepared), prepared
 
 

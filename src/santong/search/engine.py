@@ -377,7 +377,7 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
     known = _matches_cache.get(crowded)
     if known is not None and known[0] > time.monotonic():
         return False, [], ""
-    ctes, listing = probe.ordered(compiler.bind(0 if cursor is None else cursor[-1]),
+    ctes, listing = probe.ordered(None if cursor is None else compiler.bind(cursor[-1]),
                                   compiler.bind(count + 1))
     sql = (f"{ctes}, prefix_page AS MATERIALIZED ({listing}) SELECT c.values_seen,"
            f" cardinality(c.rids), p.* FROM prefix_page c LEFT JOIN LATERAL ({select} resource r"

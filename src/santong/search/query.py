@@ -217,9 +217,9 @@ class Probe:
     matches: str | None
     looked_up: str | None = None
     # The matches in rid order (the default sort), given binds for the rid after which to
-    # start and how many: (WITH clause, a query over it giving one row `(values_seen, rids)`),
-    # see Compiler._in_rid_order.
-    ordered: Callable[[str, str], tuple[str, str]] | None = None
+    # start (None: from the first) and how many: (WITH clause, a query over it giving one row
+    # `(values_seen, rids)`), see Compiler._in_rid_order.
+    ordered: Callable[[str | None, str], tuple[str, str]] | None = None
 
 
 # The most values (bound parameters) one search may match against.
@@ -405,13 +405,19 @@ class Compiler:
         return found
 
     def _in_rid_order(self, resource_type: str, code: str, lower: str, upper: str,
-                      like: str) -> Callable[[str, str], tuple[str, str]]:
+                      like: str) -> Callable[[str | None, str], tuple[str, str]]:
         """The matches of one string prefix in rid order, from the value index alone (its
         last column is rid, migration 0013): the prefix's distinct values found one index
         descent each (a skip scan, the recursive part), then each value's first rids after
         the cursor, merged. A page of `family=王` reads about a page of index rows, however
         many share the name. Gives how many values it found (at most ORDERED_VALUES) and the
-        rids; a resource matching under several values or names is listed once."""
+        rids; a resource matching under several values or names is listed once.
+
+        A first page needs fewer descents: the skip scan lands on each value's first rid
+        (the index is in value, rid order), and n distinct first rids are n matches, so the
+        page lies at or below the n-th smallest of them; values whose first rid is above it
+        are not read again (艳 among 100,000 patients: 21 of its 35 names read, 2 rows each,
+        instead of 35 names, 20 rows each; 1.0 → 0.64 ms under EXPLAIN ANALYZE)."""
         t, c = self.bind(resource_type), self.bind(code)
         same = f"y.resource_type = {t} AND y.code = {c}"
         values = (
@@ -423,7 +429,30 @@ class Compiler:
             " prefix_seen AS MATERIALIZED (SELECT v.value FROM prefix_values v"
             f" WHERE v.value IS NOT NULL AND v.value LIKE {like} LIMIT {ORDERED_VALUES})")
 
-        def ordered(after: str, limit: str) -> tuple[str, str]:
+        first_page = [
+            "prefix_values(value, rid) AS ((SELECT y.value, y.rid FROM search_string y"
+            f" WHERE {same} AND y.value ~>=~ {lower} AND y.value ~<~ {upper}"
+            " ORDER BY y.value USING ~<~, y.rid LIMIT 1) UNION ALL SELECT n.value, n.rid"
+            " FROM prefix_values v CROSS JOIN LATERAL (SELECT y.value, y.rid"
+            f" FROM search_string y WHERE {same} AND y.value ~>~ v.value AND y.value ~<~ {upper}"
+            " ORDER BY y.value USING ~<~, y.rid LIMIT 1) n)",
+            "prefix_seen AS MATERIALIZED (SELECT v.value, v.rid FROM prefix_values v"
+            f" WHERE v.value LIKE {like} LIMIT {ORDERED_VALUES})"]
+
+        def ordered(after: str | None, limit: str) -> tuple[str, str]:
+            if after is None:
+                bound = (
+                    "prefix_bound AS MATERIALIZED (SELECT coalesce((SELECT max(b.rid) FROM"
+                    f" (SELECT DISTINCT s.rid FROM prefix_seen s ORDER BY s.rid LIMIT {limit}) b"
+                    f" HAVING count(*) >= {limit}), {2**63 - 1}) AS t)")
+                scan = ("prefix_scan AS MATERIALIZED (SELECT d.value, d.rid, b.t"
+                        " FROM prefix_seen d, prefix_bound b WHERE d.rid <= b.t)")
+                return "WITH RECURSIVE " + ", ".join([*first_page, bound, scan]), (
+                    "SELECT (SELECT count(*) FROM prefix_seen) AS values_seen, ARRAY(SELECT"
+                    " DISTINCT m.rid FROM prefix_scan d CROSS JOIN LATERAL (SELECT DISTINCT"
+                    f" y.rid FROM search_string y WHERE {same} AND y.value = d.value"
+                    f" AND y.rid >= d.rid AND y.rid <= d.t ORDER BY y.rid LIMIT {limit}) m"
+                    f" ORDER BY m.rid LIMIT {limit}) AS rids")
             return values, (
                 "SELECT (SELECT count(*) FROM prefix_seen) AS values_seen, ARRAY(SELECT DISTINCT"
                 " m.rid FROM prefix_seen d CROSS JOIN LATERAL (SELECT DISTINCT y.rid"
