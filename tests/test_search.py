@@ -487,13 +487,24 @@ async def every_page(client: httpx.AsyncClient, url: str | None) -> tuple[list[s
     return found, sqls
 
 
+def _rare_character() -> str:
+    """A CJK character (Extension B) no other test's names begin with, as a prefix alone."""
+    import random
+
+    return chr(random.randrange(0x20000, 0x2A6D0))
+
+
+@pytest.mark.parametrize("initial", [False, True], ids=["prefix", "one-character"])
 async def test_string_prefix_pages_come_from_the_index_in_creation_order(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, database_url: str,
+    initial: bool,
 ) -> None:
     """A search whose one condition is a string prefix reads each page from the value index
-    in rid (creation) order (engine._in_rid_order): the same pages as the other plans, a
-    patient matching under two names once, a deleted one never; when a filter drops one of a
-    page's candidates the other plans take over; an outdated cursor is a 400."""
+    in rid (creation) order (engine._in_rid_order), or, for a name's first character, from
+    the index of names' first characters (Compiler._initial_in_rid_order): the same pages as
+    the other plans, a patient matching under two names once, a deleted one never; when a
+    filter drops one of a page's candidates the other plans take over; an outdated cursor is
+    a 400."""
     import base64
 
     import orjson
@@ -502,12 +513,14 @@ async def test_string_prefix_pages_come_from_the_index_in_creation_order(
     from santong.fhir.context import RequestContext
     from santong.fhir.request import FhirRequest
     from santong.fhir.router import Router
-    from santong.search import engine
+    from santong.search import engine, query
     from santong.settings import Settings
     from santong.storage.database import create_engine
     from santong.storage.repository import Repository
 
-    family = "寿" + unique("").replace("-", "")  # a prefix no other test's patients share
+    # A prefix no other test's patients share.
+    family = _rare_character() if initial else "寿" + unique("").replace("-", "")
+    listing = "left(y.value, 1) = " if initial else "WITH RECURSIVE"
 
     async def post(*families: str) -> str:
         response = await client.post("Patient", json={
@@ -516,7 +529,8 @@ async def test_string_prefix_pages_come_from_the_index_in_creation_order(
         return str(response.json()["id"])
 
     made = [await post(family + suffix) for suffix in ("", "乙", "", "甲", "", "乙", "")]
-    await post("寿")  # shares only a shorter prefix
+    await post("寿")  # shares only a shorter prefix (or none)
+    await post("寿" + family)  # holds it, but not first
     made.append(await post(family, family + "甲"))  # under two values: listed once
     made.append(await post(family + "丙"))
     deleted = made.pop(2)
@@ -525,10 +539,23 @@ async def test_string_prefix_pages_come_from_the_index_in_creation_order(
     for count in (1, 3, 20):
         ids, sqls = await every_page(client, f"Patient?family={family}&_count={count}")
         assert ids == made, count
-        assert all("WITH RECURSIVE" in sql for sql in sqls), count
+        assert all(listing in sql for sql in sqls), count
+    if initial:
+        # `given` and `name` have the index too; under `name` this patient matches twice.
+        both = (await client.post("Patient", json={"resourceType": "Patient", "name": [
+            {"family": family, "given": [family + "甲"]}]})).json()["id"]
+        ids, sqls = await every_page(client, f"Patient?given={family}&_count=2")
+        assert ids == [both] and listing in sqls[0]
+        ids, sqls = await every_page(client, f"Patient?name={family}&_count=2")
+        assert ids == [*made, both] and all(listing in sql for sql in sqls)
+        made.append(both)
+        # The same pages from the value index's prefixes (the skip scan).
+        monkeypatch.setattr(query, "NAME_INITIAL_CODES", frozenset())
+        ids, sqls = await every_page(client, f"Patient?family={family}&_count=3")
+        assert ids == made and all("WITH RECURSIVE" in sql for sql in sqls)
     monkeypatch.setattr(engine, "ORDERED_VALUES", 0)  # as if the prefix had too many values
     ids, sqls = await every_page(client, f"Patient?family={family}&_count=3")
-    assert ids == made and not any("WITH RECURSIVE" in sql for sql in sqls)
+    assert ids == made and not any(listing in sql or "WITH RECURSIVE" in sql for sql in sqls)
     monkeypatch.undo()
 
     class NotTheFirst(RequestContext):

@@ -379,7 +379,8 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
         return False, [], ""
     ctes, listing = probe.ordered(None if cursor is None else compiler.bind(cursor[-1]),
                                   compiler.bind(count + 1))
-    sql = (f"{ctes}, prefix_page AS MATERIALIZED ({listing}) SELECT c.values_seen,"
+    sql = (f"{ctes + ',' if ctes else 'WITH'} prefix_page AS MATERIALIZED ({listing})"
+           " SELECT c.values_seen,"
            f" cardinality(c.rids), p.* FROM prefix_page c LEFT JOIN LATERAL ({select} resource r"
            f" WHERE r.rid = ANY(c.rids) AND {where} ORDER BY {order} LIMIT {count + 1}) p"
            " ON true")
