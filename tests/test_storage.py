@@ -69,9 +69,10 @@ async def test_string_prefix_counts_keep_a_prepared_plan(database_url: str) -> N
     engine = create_engine(database_url, pool_size=1)
     try:
         async with Repository(engine).reading() as tx:
-            for family in ("张", "王", "李", "赵", "钱", "孙", "周", "吴", "郑",
-                           "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟"):
-                for params in ([("family", family)], [("family", family), ("gender", "male")]):
+            for name in ("伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军",  # one character
+                         "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟"):
+                code = "given" if len(name) == 1 else "family"
+                for params in ([(code, name)], [(code, name), ("gender", "male")]):
                     await search(tx.connection, SearchSpec(types=["Patient"], params=params))
             prepared = [tuple(row) for row in await tx.connection.execute(plans)]
     finally:

@@ -231,7 +231,7 @@ ORDERED_VALUES = 64
 
 # The string codes whose values' first characters are indexed in rid order (migration 0014,
 # whose partial index lists the same codes).
-NAME_INITIAL_CODES = frozenset({"name", "given", "family"})
+NAME_INITIAL_CODES = frozenset({"name", "given"})
 
 
 class Compiler:
