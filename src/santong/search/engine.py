@@ -373,8 +373,8 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
     have too many values is not tried again for a while (kept as the probes' counts are):
     `name=a` among Latin names would otherwise enumerate 64 names before every walk."""
     assert probe.ordered is not None and probe.matches is not None
-    crowded = "values:" + _probe_key(probe.matches, compiler.binds)
-    known = _matches_cache.get(crowded)
+    crowded = "values:" + _probe_key(probe.matches, compiler.binds) if probe.crowds else ""
+    known = _matches_cache.get(crowded) if crowded else None
     if known is not None and known[0] > time.monotonic():
         return False, [], ""
     ctes, listing = probe.ordered(None if cursor is None else compiler.bind(cursor[-1]),
@@ -387,7 +387,7 @@ async def _in_rid_order(connection: Connection, compiler: Compiler, probe: Probe
     found = list(await connection.execute(sql, compiler.binds))
     values_seen, candidates = found[0][0], found[0][1]
     rows = [tuple(row)[2:] for row in found if row[2] is not None]
-    if values_seen >= ORDERED_VALUES:
+    if values_seen >= ORDERED_VALUES and crowded:
         _remember(crowded, values_seen)
     if values_seen >= ORDERED_VALUES or (candidates > count and len(rows) <= count):
         return False, [], ""

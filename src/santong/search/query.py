@@ -220,6 +220,9 @@ class Probe:
     # start (None: from the first) and how many: (WITH clause or "", a query over it giving
     # one row `(values_seen, rids)`), see Compiler._in_rid_order.
     ordered: Callable[[str | None, str], tuple[str, str]] | None = None
+    # Whether `ordered` lists a prefix's distinct values, so may find too many of them
+    # (ORDERED_VALUES), which the engine then remembers; a name's first character cannot.
+    crowds: bool = False
 
 
 # The most values (bound parameters) one search may match against.
@@ -402,14 +405,14 @@ class Compiler:
             looked_up = (f"COALESCE((SELECT true FROM search_string {y} WHERE {y}.rid ="
                          f" {alias}.rid AND {self.code_is(f'{y}.code', code)}"
                          f" AND ({condition.format(x=y)}) LIMIT 1), false)")
-            ordered = None
+            ordered, crowds = None, False
             if len(code) == 1 and len(ranges) == 1:
                 lower = ranges[0][0]
                 if code[0] in NAME_INITIAL_CODES and len(self.binds[lower[1:]]) == 1:
                     ordered = self._initial_in_rid_order(resource_type, code[0], lower)
                 else:
-                    ordered = self._in_rid_order(resource_type, code[0], *ranges[0])
-            self.probes.append(Probe(found, found, matches, looked_up, ordered))
+                    ordered, crowds = self._in_rid_order(resource_type, code[0], *ranges[0]), True
+            self.probes.append(Probe(found, found, matches, looked_up, ordered, crowds))
         return found
 
     def _initial_in_rid_order(self, resource_type: str, code: str, initial: str
@@ -456,6 +459,13 @@ class Compiler:
             "prefix_seen AS MATERIALIZED (SELECT v.value, v.rid FROM prefix_values v"
             f" WHERE v.value LIKE {like} LIMIT {ORDERED_VALUES})"]
 
+        def merged(values: str, rids: str, limit: str) -> str:
+            """The values' first `limit` rids (those `rids` admits) each, merged in order."""
+            return ("SELECT (SELECT count(*) FROM prefix_seen) AS values_seen, ARRAY(SELECT"
+                    f" DISTINCT m.rid FROM {values} d CROSS JOIN LATERAL (SELECT DISTINCT y.rid"
+                    f" FROM search_string y WHERE {same} AND y.value = d.value AND {rids}"
+                    f" ORDER BY y.rid LIMIT {limit}) m ORDER BY m.rid LIMIT {limit}) AS rids")
+
         def ordered(after: str | None, limit: str) -> tuple[str, str]:
             if after is None:
                 bound = (
@@ -464,17 +474,10 @@ class Compiler:
                     f" HAVING count(*) >= {limit}), {2**63 - 1}) AS t)")
                 scan = ("prefix_scan AS MATERIALIZED (SELECT d.value, d.rid, b.t"
                         " FROM prefix_seen d, prefix_bound b WHERE d.rid <= b.t)")
-                return "WITH RECURSIVE " + ", ".join([*skip_scan, bound, scan]), (
-                    "SELECT (SELECT count(*) FROM prefix_seen) AS values_seen, ARRAY(SELECT"
-                    " DISTINCT m.rid FROM prefix_scan d CROSS JOIN LATERAL (SELECT DISTINCT"
-                    f" y.rid FROM search_string y WHERE {same} AND y.value = d.value"
-                    f" AND y.rid >= d.rid AND y.rid <= d.t ORDER BY y.rid LIMIT {limit}) m"
-                    f" ORDER BY m.rid LIMIT {limit}) AS rids")
-            return "WITH RECURSIVE " + ", ".join(skip_scan), (
-                "SELECT (SELECT count(*) FROM prefix_seen) AS values_seen, ARRAY(SELECT DISTINCT"
-                " m.rid FROM prefix_seen d CROSS JOIN LATERAL (SELECT DISTINCT y.rid"
-                f" FROM search_string y WHERE {same} AND y.value = d.value AND y.rid > {after}"
-                f" ORDER BY y.rid LIMIT {limit}) m ORDER BY m.rid LIMIT {limit}) AS rids")
+                return "WITH RECURSIVE " + ", ".join([*skip_scan, bound, scan]), merged(
+                    "prefix_scan", "y.rid >= d.rid AND y.rid <= d.t", limit)
+            return "WITH RECURSIVE " + ", ".join(skip_scan), merged(
+                "prefix_seen", f"y.rid > {after}", limit)
         return ordered
 
     def _widened(self, resource_type: str, alias: str, param: SearchParameter, key: str,
