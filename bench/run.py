@@ -163,10 +163,13 @@ def proc_cpu_seconds(pid: int) -> float:
     return total
 
 
-def machine_busy() -> tuple[int, int]:
+def machine_busy() -> tuple[int, int, int]:
+    """The machine's busy, total and stolen CPU ticks (/proc/stat: steal is the time the
+    hypervisor gave this VM's CPUs to others, one cause of a shared machine's slow phases)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+    steal = values[7] if len(values) > 7 else 0
+    return sum(values) - idle, sum(values), steal
 
 
 # ---- load generation ------------------------------------------------------------------------
@@ -202,12 +205,12 @@ class LoadGenerator:
         """`offset`: the request of the file to start from (cycling through all of them)."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = proc_cpu_seconds(server_pid) if server_pid else 0.0
-        busy0, total0 = machine_busy()
+        busy0, total0, steal0 = machine_busy()
         started = time.perf_counter()
         done = subprocess.run(self.command(url, requests, clients, duration, offset),
                               capture_output=True, text=True)
         elapsed = time.perf_counter() - started
-        busy1, total1 = machine_busy()
+        busy1, total1, steal1 = machine_busy()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         line = next((x for x in done.stdout.splitlines() if x.startswith("JSON ")), None)
         if done.returncode != 0 or line is None:
@@ -227,6 +230,7 @@ class LoadGenerator:
         ncpu = os.cpu_count() or 1
         result["machine_busy_percent"] = round(
             100 * (busy1 - busy0) / max(1, total1 - total0), 1)
+        result["steal_percent"] = round(100 * (steal1 - steal0) / max(1, total1 - total0), 1)
         result["machine_cores"] = ncpu
         return result
 
@@ -281,7 +285,8 @@ def prepare(dataset: Dataset, work: Path, sample: int, load_file: bool) -> dict[
         "read": write_requests(work / "read.req",
                                [("GET", f"/fhir/Patient/{p['id']}", None) for p in patients]),
         "update": write_requests(work / "update.req", updated),
-        "ping": write_requests(work / "ping.req", [("GET", "/ping", None)]),
+        "ping": write_requests(work / "ping.req", [("GET", "/ping", None)]),  # the bare app's
+        "health": write_requests(work / "health.req", [("GET", "/healthz", None)]),
     }
     counts: Counter[str] = Counter()
     if load_file:
@@ -409,7 +414,14 @@ class Bench:
                         self.record("santong", name, clients, result, server_pid=pid)
                 if self.args.profile:  # before transactions, whose Bundles outlive their run
                     self.profile(url, data, pid, work)
+            # The machine's speed right before and after the searches at this size, so their
+            # change with the data can be told from the shared machine's slow phases.
+            probing = len(self.args.sizes) > 1
+            if probing:
+                self.probe(url, data, pid, "before")
             self.searches(url, data, work, pid)
+            if probing:
+                self.probe(url, data, pid, "after")
             if first:
                 self.transactions(url, data, work, pid)
             memory["after_scenarios_rss_kib"] = tree_memory(pid)["rss_kib"]
@@ -452,6 +464,21 @@ class Bench:
             f"{result['seconds']} s = {result['per_second']}/s, errors {result['errors']}; "
             f"database {result['database_bytes'] / 2**30:.2f} GiB")
         return result
+
+    def probe(self, url: str, data: dict[str, Any], pid: int, when: str) -> None:
+        """The machine's speed now, by two requests whose cost does not depend on the data's
+        size: `/healthz` (no database: the server's Python and the network stack) and a read
+        by id (one primary-key lookup; a B-tree one level deeper at most)."""
+        probes = self.results.setdefault("probes", {}).setdefault(str(self.patients), [])
+        entry: dict[str, Any] = {"when": when}
+        for name in ("health", "read"):
+            result = self.measure(url, data["files"][name], scenarios.PROBE_CLIENTS, pid)
+            entry[name] = {k: result[k] for k in ("per_second", "p50_us", "p95_us", "errors",
+                                                  "machine_busy_percent", "steal_percent")}
+            log(f"probe        {name} {when} the searches at {self.patients} patients "
+                f"c={scenarios.PROBE_CLIENTS}: {result['per_second']:9.1f} req/s  "
+                f"steal {result['steal_percent']} %  errors {result['errors']}")
+        probes.append(entry)
 
     def searches(self, url: str, data: dict[str, Any], work: Path, pid: int) -> None:
         plans: dict[str, str] = {}

@@ -82,6 +82,8 @@ CRUD = (
 )
 CLIENTS = (1, 16)
 SEARCH_CLIENTS = (1, 16)
+# The machine probes around each size's searches (see Bench.probe).
+PROBE_CLIENTS = 16
 TRANSACTION_CLIENTS = (1, 4)
 TRANSACTION_ENTRIES = 100  # patients' records are grouped into Bundles of at least this size
 

@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import report as bench_report  # noqa: E402
 import scenarios  # noqa: E402
 
 SIZES = (30, 45)
@@ -91,9 +92,46 @@ def test_report_states_machine_versions_data_ratios_and_memory(report: tuple[dic
     assert all(s["rss_kib"] > 10_000 for s in soak["samples"])
     by_size = [r for r in results["search_by_size"] if all(r["by_size"].values())]
     assert by_size and all(r["throughput_change_percent"] is not None for r in by_size)
+    # the machine probed before and after each size's searches, and every change also given
+    # against the machine's
+    for size in SIZES:
+        probes = results["probes"][str(size)]
+        assert [p["when"] for p in probes] == ["before", "after"]
+        assert all(p[name]["per_second"] > 0 and p[name]["errors"] == 0
+                   for p in probes for name in ("health", "read"))
+    assert all(r["change_against_machine_percent"] is not None for r in by_size)
+    assert "against the machine" in markdown and "Read probe from" in markdown
     for heading in ("## Machine, versions, data", "## Data set-up",
                     "## Santong against the limits", "## Search", "## Search by data size",
                     "## Transactions", "## The raw limits", "## Load generator",
                     "## Validation cost", "## Memory", "## Soak"):
         assert heading in markdown
     assert "No failed requests in any scenario." in markdown
+
+
+def test_search_change_is_also_given_against_the_machine() -> None:
+    """A search 30 % slower at the larger size while the read probe was 25 % slower: the
+    data's own effect is a 6.7 % loss (0.70 / 0.75), within the 20 % allowed."""
+    def search(patients: int, rate: float) -> dict:
+        return {"group": "search", "name": "string: family", "clients": 16, "rate": rate,
+                "patients": patients, "p50_us": 5000, "p95_us": 9000, "p99_us": 12000,
+                "errors": 0, "completed": True}
+
+    def probe(when: str, read: float) -> dict:
+        return {"when": when, "health": {"per_second": 9000.0, "steal_percent": 0.0},
+                "read": {"per_second": read, "steal_percent": 0.0}}
+
+    results = {"meta": {"data": {"sizes": [10, 100], "patients": 10}}, "skipped": [],
+               "scenarios": [search(10, 1000.0), search(100, 700.0)],
+               "probes": {"10": [probe("before", 2100.0), probe("after", 1900.0)],
+                          "100": [probe("before", 1400.0), probe("after", 1600.0)]}}
+    [row] = bench_report.search_by_size(results)
+    assert row["throughput_change_percent"] == -30.0 and row["change_met"] is False
+    assert row["machine_change_percent"] == -25.0
+    assert row["change_against_machine_percent"] == -6.7
+    assert row["change_against_machine_met"] is True
+    # without probes there is nothing to compare against
+    del results["probes"]
+    [row] = bench_report.search_by_size(results)
+    assert row["change_against_machine_percent"] is None
+    assert row["change_against_machine_met"] is None
