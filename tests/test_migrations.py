@@ -161,3 +161,39 @@ def test_history_seq_is_not_indexed_alone(empty_database: str) -> None:
         "resource_history_pkey", "resource_history_system_idx", "resource_history_type_idx"}
     command.downgrade(config, "0011")
     assert "resource_history_seq_key" in asyncio.run(_history_indexes(empty_database))
+
+
+async def _stored_compressed(url: str, size: int) -> tuple[bool, bool]:
+    """Whether a current and a history row of `size` bytes of JSON are stored compressed
+    (written in a transaction rolled back after)."""
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    content = orjson.dumps({"resourceType": "Basic", "id": "x", "text": {
+        "div": "<div>" + "tolerance " * (size // 10) + "</div>"}}).decode()
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(
+            "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted,"
+            " content) VALUES ('Basic', 'x', 1, now(), false, $1)", content)
+        await connection.execute(
+            "INSERT INTO resource_history (resource_type, id, version_id, last_updated,"
+            " method, content) VALUES ('Basic', 'x', 1, now(), 'POST', $1)", content)
+        return (await connection.fetchval(
+                    "SELECT pg_column_compression(content) IS NOT NULL FROM resource"),
+                await connection.fetchval(
+                    "SELECT pg_column_compression(content) IS NOT NULL FROM resource_history"))
+    finally:
+        await transaction.rollback()
+        await connection.close()
+
+
+def test_current_content_is_not_compressed_below_a_page(empty_database: str) -> None:
+    """0015: a current version of 5 KB of JSON is stored as it is (reads and searches do not
+    decompress it), its history row compressed; past a page it is compressed again.
+    Downgraded, the current row is compressed from 2 KB as by default."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "head")
+    assert asyncio.run(_stored_compressed(empty_database, 5000)) == (False, True)
+    assert asyncio.run(_stored_compressed(empty_database, 20000)) == (True, True)
+    command.downgrade(config, "0014")
+    assert asyncio.run(_stored_compressed(empty_database, 5000)) == (True, True)
