@@ -136,3 +136,33 @@ async def test_head_read(client: httpx.AsyncClient) -> None:
     assert head.status_code == 200
     assert head.headers["ETag"] == 'W/"1"'
     assert head.content == b""
+
+
+async def test_stored_text_reads_back_byte_for_byte(client: httpx.AsyncClient) -> None:
+    """Stored JSON goes out as its UTF-8 bytes (read from PostgreSQL as bytes, never decoded):
+    characters beyond the BMP, escapes and non-ASCII text come back as they were written, by
+    read, vread, search, history and `_include` alike."""
+    family = unique("𠀀郑")  # CJK Extension B: four bytes in UTF-8
+    text = 'quote " backslash \\ tab \t 心悸 😀 \u2028'
+    created = (await create(client, {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": ["明"], "text": text}]})).json()
+    encounter = (await create(client, {
+        "resourceType": "Encounter", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{created['id']}"}})).json()
+    written = json.dumps(created["name"], ensure_ascii=False, separators=(",", ":")).encode()
+    responses = [
+        await client.get(f"Patient/{created['id']}"),
+        await client.get(f"Patient/{created['id']}/_history/1"),
+        await client.get("Patient", params={"family": family}),
+        await client.get(f"Patient/{created['id']}/_history"),
+        await client.get("Encounter", params={"_id": encounter["id"],
+                                              "_include": "Encounter:subject"}),
+    ]
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert written in response.content, response.content[:400]
+    found = [e["resource"] for e in responses[2].json()["entry"]]
+    assert [r["name"] for r in found] == [created["name"]]
+    assert created["name"][0]["text"] == text

@@ -37,5 +37,6 @@ def bundle(bundle_type: str, links: list[tuple[str, str]], entries: list[Any],
     return result
 
 
-def resource_fragment(content: str | dict[str, Any]) -> Any:
-    return orjson.Fragment(content) if isinstance(content, str) else content
+def resource_fragment(content: bytes | str | dict[str, Any]) -> Any:
+    """Stored JSON spliced in as it is; a dict (a `_summary` subset) serialised."""
+    return orjson.Fragment(content) if isinstance(content, (bytes, str)) else content

@@ -54,7 +54,7 @@ def write_result(
         return FhirResponse(status, resource=information(message), headers=headers,
                             last_modified=moment)
     assert stored.content is not None
-    return FhirResponse(status, body=stored.content.encode(), headers=headers,
+    return FhirResponse(status, body=stored.json_bytes(), headers=headers,
                         last_modified=moment)
 
 
@@ -110,7 +110,7 @@ def read_result(request: FhirRequest, stored: StoredVersion) -> FhirResponse:
         raise error(400, "invalid", "_summary=count applies to searches, not reads",
                     expression="_summary")
     if summary in (None, "false") and not elements:
-        return FhirResponse(200, body=stored.content.encode(), headers=headers,
+        return FhirResponse(200, body=stored.json_bytes(), headers=headers,
                             last_modified=stored.last_updated)
     resource = apply_subsetting(jsonio.loads(stored.content), summary, elements)
     return FhirResponse(200, resource=resource, headers=headers,

@@ -278,7 +278,8 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
         order_keys = keys
     order = ", ".join(f"{k.sql} {'DESC' if k.descending else 'ASC'}" for k in order_keys)
     columns = ", ".join(f"{k.sql} AS k{n}" for n, k in enumerate(keys))
-    select = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content, r.rid,"
+    select = (f"SELECT r.resource_type, r.id, r.version_id, r.last_updated,"
+              f" convert_to(r.content, 'UTF8'), r.rid,"
               f" {columns} FROM")
     # The page's keys first, its rows by rid after: a plan that walks the type's rids then
     # reads an index alone ((resource_type, rid) INCLUDE (id, deleted)) instead of each
@@ -287,7 +288,8 @@ async def search(connection: Connection, spec: SearchSpec) -> SearchResult:
     # connections start no parallel workers (storage.database).
     outer_order = ", ".join(f"k.k{n} {'DESC' if k.descending else 'ASC'}"
                             for n, k in enumerate(order_keys))
-    sql = ("SELECT f.resource_type, f.id, f.version_id, f.last_updated, f.content, f.rid, "
+    sql = ("SELECT f.resource_type, f.id, f.version_id, f.last_updated,"
+           " convert_to(f.content, 'UTF8'), f.rid, "
            + ", ".join(f"k.k{n}" for n in range(len(keys)))
            + f" FROM (SELECT r.rid, {columns} FROM resource r WHERE {page_where}"
            f" ORDER BY {order} LIMIT {int(spec.count) + 1}) k JOIN resource f ON f.rid = k.rid"
@@ -563,14 +565,16 @@ def _reference_codes(source_type: str, code: str | None, key: str) -> list[str]:
 
 
 _INCLUDE = text(
-    "SELECT DISTINCT t.resource_type, t.id, t.version_id, t.last_updated, t.content, t.rid"
+    "SELECT DISTINCT t.resource_type, t.id, t.version_id, t.last_updated,"
+    " convert_to(t.content, 'UTF8'), t.rid"
     " FROM search_reference x JOIN resource t ON t.resource_type = x.target_type"
     " AND t.id = x.target_id AND NOT t.deleted"
     " WHERE x.rid = ANY(:rids) AND x.resource_type = :source AND x.code = ANY(:codes)"
     " AND (CAST(:target AS text) IS NULL OR x.target_type = :target) LIMIT :limit"
 )
 _REVINCLUDE = text(
-    "SELECT DISTINCT s.resource_type, s.id, s.version_id, s.last_updated, s.content, s.rid"
+    "SELECT DISTINCT s.resource_type, s.id, s.version_id, s.last_updated,"
+    " convert_to(s.content, 'UTF8'), s.rid"
     " FROM search_reference x JOIN resource s ON s.rid = x.rid AND NOT s.deleted"
     " JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS p(type, id)"
     " ON x.target_type = p.type AND x.target_id = p.id"
