@@ -613,6 +613,40 @@ async def test_a_prefix_with_too_many_names_is_not_listed_again(
     assert any(key.startswith("values:") for key in engine._matches_cache)
 
 
+async def test_a_crowded_prefix_is_remembered_for_its_own_value_only(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What is remembered of a crowded prefix is keyed by the search's SQL with its values:
+    a value that looks like a numbered alias (`x5`) is kept as it is, so `family=x6` is not
+    taken for the crowded `family=x5` (their keys were once the same)."""
+    from santong.search import engine
+    from santong.storage import repository
+
+    tag = unique("")
+    crowded = [(await client.post("Patient", json={
+        "resourceType": "Patient", "name": [{"family": f"x5 {suffix}{tag}"}]})).json()["id"]
+        for suffix in ("甲", "乙", "丙")]
+    alone = (await client.post("Patient", json={
+        "resourceType": "Patient", "name": [{"family": f"x6 甲{tag}"}]})).json()["id"]
+    monkeypatch.setattr(engine, "ORDERED_VALUES", 2)
+    monkeypatch.setattr(engine, "_matches_cache", {})
+    statements: list[str] = []
+    execute = repository.Connection.execute
+
+    async def recording(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(statement))
+        return await execute(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(repository.Connection, "execute", recording)
+    found = (await client.get("Patient", params={"family": "x5"})).json()
+    assert set(crowded) <= {e["resource"]["id"] for e in found["entry"]}
+    assert any(key.startswith("values:") for key in engine._matches_cache)
+    statements.clear()
+    found = (await client.get("Patient", params={"family": "x6"})).json()
+    assert alone in {e["resource"]["id"] for e in found["entry"]}
+    assert any(s.startswith("WITH RECURSIVE") for s in statements), statements
+
+
 async def test_common_string_matches_walk_rids_in_order(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
