@@ -582,18 +582,12 @@ async def test_string_prefix_pages_come_from_the_index_in_creation_order(
     assert response.json()["issue"][0]["expression"] == ["_cursor"]
 
 
-async def test_a_prefix_with_too_many_names_is_not_listed_again(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A prefix found to have too many distinct values for the page from the index (made so
-    here: more than 2) goes to the other plans, and is not listed again while that is kept."""
+def _crowded_after_two_values(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A prefix counts as crowded past two values, nothing remembered yet; the statements the
+    server runs from now on are recorded in the list returned."""
     from santong.search import engine
     from santong.storage import repository
 
-    family = "寿" + unique("").replace("-", "")
-    made = [(await client.post("Patient", json={
-        "resourceType": "Patient", "name": [{"family": family + suffix}]})).json()["id"]
-        for suffix in ("甲", "乙", "丙", "")]
     monkeypatch.setattr(engine, "ORDERED_VALUES", 2)
     monkeypatch.setattr(engine, "_matches_cache", {})
     statements: list[str] = []
@@ -604,6 +598,21 @@ async def test_a_prefix_with_too_many_names_is_not_listed_again(
         return await execute(self, statement, *args, **kwargs)
 
     monkeypatch.setattr(repository.Connection, "execute", recording)
+    return statements
+
+
+async def test_a_prefix_with_too_many_names_is_not_listed_again(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A prefix found to have too many distinct values for the page from the index (made so
+    here: more than 2) goes to the other plans, and is not listed again while that is kept."""
+    from santong.search import engine
+
+    family = "寿" + unique("").replace("-", "")
+    made = [(await client.post("Patient", json={
+        "resourceType": "Patient", "name": [{"family": family + suffix}]})).json()["id"]
+        for suffix in ("甲", "乙", "丙", "")]
+    statements = _crowded_after_two_values(monkeypatch)
     for attempt in range(2):
         statements.clear()
         found = (await client.get("Patient", params={"family": family})).json()
@@ -620,7 +629,6 @@ async def test_a_crowded_prefix_is_remembered_for_its_own_value_only(
     a value that looks like a numbered alias (`x5`) is kept as it is, so `family=x6` is not
     taken for the crowded `family=x5` (their keys were once the same)."""
     from santong.search import engine
-    from santong.storage import repository
 
     tag = unique("")
     crowded = [(await client.post("Patient", json={
@@ -628,16 +636,7 @@ async def test_a_crowded_prefix_is_remembered_for_its_own_value_only(
         for suffix in ("甲", "乙", "丙")]
     alone = (await client.post("Patient", json={
         "resourceType": "Patient", "name": [{"family": f"x6 甲{tag}"}]})).json()["id"]
-    monkeypatch.setattr(engine, "ORDERED_VALUES", 2)
-    monkeypatch.setattr(engine, "_matches_cache", {})
-    statements: list[str] = []
-    execute = repository.Connection.execute
-
-    async def recording(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Any:
-        statements.append(str(statement))
-        return await execute(self, statement, *args, **kwargs)
-
-    monkeypatch.setattr(repository.Connection, "execute", recording)
+    statements = _crowded_after_two_values(monkeypatch)
     found = (await client.get("Patient", params={"family": "x5"})).json()
     assert set(crowded) <= {e["resource"]["id"] for e in found["entry"]}
     assert any(key.startswith("values:") for key in engine._matches_cache)
