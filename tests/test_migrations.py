@@ -197,3 +197,38 @@ def test_current_content_is_not_compressed_below_a_page(empty_database: str) -> 
     assert asyncio.run(_stored_compressed(empty_database, 20000)) == (True, True)
     command.downgrade(config, "0014")
     assert asyncio.run(_stored_compressed(empty_database, 5000)) == (True, True)
+
+
+async def _date_row_test(url: str) -> str:
+    """The plan of one resource's date rows of one parameter tested against a bound (a walk's
+    per-row test), among 3 rows for each of 20,000 resources, vacuumed."""
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        await connection.execute(
+            "INSERT INTO search_date (rid, resource_type, code, low, high, span_low, span_high,"
+            " span_bucket) SELECT i / 3, 'Encounter', 'd' || (i % 3), t, t + interval '1 hour',"
+            " t, t + interval '1 hour', 11 FROM generate_series(0, 59999) i,"
+            " LATERAL (SELECT timestamptz '2024-01-01' + i * interval '1 hour' AS t) x")
+        await connection.execute("VACUUM ANALYZE search_date")
+        plan = await connection.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM search_date WHERE rid = 7 AND code = 'd1'"
+            " AND resource_type = 'Encounter' AND low < timestamptz '2025-01-01'")
+        node = orjson.loads(plan)[0]["Plan"]
+        while "Index Cond" not in node and node.get("Plans"):
+            node = node["Plans"][0]
+        return f"{node.get('Node Type')} {node.get('Index Name')}: {node.get('Index Cond')}"
+    finally:
+        await connection.close()
+
+
+def test_date_rows_are_tested_from_the_index_alone(empty_database: str) -> None:
+    """0016: a resource's rows of one date parameter are found by (rid, code) and tested from
+    the index alone (type, low and high included); downgraded, by rid, then from the table."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "head")
+    found = asyncio.run(_date_row_test(empty_database))
+    assert found.startswith("Index Only Scan search_date_rid_code_idx:") and "code" in found, \
+        found
+    command.downgrade(config, "0015")
+    found = asyncio.run(_date_row_test(empty_database))
+    assert found.startswith("Index Scan search_date_rid_idx:"), found
