@@ -6,6 +6,9 @@ never see each other's data.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -1013,3 +1016,84 @@ async def test_near_finds_locations_within_the_distance(client: httpx.AsyncClien
         response = await client.get("Location", params={"near": bad})
         assert response.status_code == 400, bad
         assert response.json()["issue"][0]["expression"] == ["near"], bad
+
+
+async def _plans_after_runs(url: str, sql: str, params: dict[str, Any]) -> tuple[int, int]:
+    """(generic, custom) plans PostgreSQL made for `sql` prepared once and run eight times."""
+    import asyncpg
+
+    from santong.storage.database import asyncpg_connect_args
+    from santong.storage.repository import _to_positional
+
+    positional, names = _to_positional(sql)
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        statement = await connection.prepare(positional)
+        for _ in range(8):
+            await statement.fetch(*(params[name] for name in names))
+        row = await connection.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement = $1", positional)
+        return row[0], row[1]
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def references_database(server_url: str) -> Iterator[str]:
+    """A migrated database of its own with 20,000 Patients and 100,000 Encounters' subject
+    rows (analysed): enough rows that an index probe costs the planner what it does at scale."""
+    import asyncpg
+    from alembic import command
+    from sqlalchemy.engine import make_url
+    from tests.helpers import admin
+
+    from santong.storage.database import asyncpg_connect_args
+    from santong.storage.migrate import alembic_config
+
+    name = f"santong_plans_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+    async def fill() -> None:
+        connection = await asyncpg.connect(**asyncpg_connect_args(url))
+        try:
+            await connection.execute(
+                "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted,"
+                " content) SELECT t, t || i, 1, now(), false, '{}' FROM generate_series(0, 99999)"
+                " i, LATERAL (SELECT CASE WHEN i < 20000 THEN 'Patient' ELSE 'Encounter' END"
+                " AS t) x")
+            await connection.execute(
+                "INSERT INTO search_reference (rid, resource_type, code, target_type,"
+                " target_id) SELECT rid, 'Encounter', 'subject', 'Patient',"
+                " 'Patient' || (rid % 20000) FROM resource WHERE resource_type = 'Encounter'")
+            await connection.execute("VACUUM ANALYZE")
+        finally:
+            await connection.close()
+
+    command.upgrade(alembic_config(url), "head")
+    asyncio.run(fill())
+    yield url
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_include_statements_settle_on_a_generic_plan(references_database: str) -> None:
+    """The include statements' arrays are hidden from the planner (query.opaque): after its
+    five trial runs PostgreSQL keeps the generic plan instead of planning every run. With the
+    rids bound plainly it goes on planning each run (the control)."""
+    from santong.search import engine
+
+    url = references_database
+    rids = list(range(20001, 20005))
+    common = {"source": "Encounter", "codes": ["subject"], "target": None, "limit": 1000}
+    include = {**common, "rids": rids}
+    revinclude = {**common, "types": ["Patient"], "ids": ["Patient7"]}
+    generic, _ = asyncio.run(_plans_after_runs(url, engine._INCLUDE.text, include))
+    assert generic >= 3
+    generic, _ = asyncio.run(_plans_after_runs(
+        url, engine._revinclude_sql("Encounter", ("subject",)), revinclude))
+    assert generic >= 3
+    plain = engine._INCLUDE.text.replace(
+        "ANY(CAST((SELECT CAST(:rids AS bigint[])) AS bigint[]))", "ANY(:rids)")
+    assert plain != engine._INCLUDE.text
+    assert asyncio.run(_plans_after_runs(url, plain, include)) == (0, 8)

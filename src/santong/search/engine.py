@@ -28,7 +28,14 @@ from santong.fhir.outcome import error
 from santong.search import terminology
 from santong.search.index import json_value
 from santong.search.parameters import get, parameters_for
-from santong.search.query import ORDERED_VALUES, Compiled, Compiler, Probe, split_values
+from santong.search.query import (
+    ORDERED_VALUES,
+    Compiled,
+    Compiler,
+    Probe,
+    opaque,
+    split_values,
+)
 from santong.storage.repository import Connection, StoredVersion
 
 _SORT_SOURCES = {
@@ -584,18 +591,31 @@ _INCLUDE = text(
     " convert_to(t.content, 'UTF8'), t.rid"
     " FROM search_reference x JOIN resource t ON t.resource_type = x.target_type"
     " AND t.id = x.target_id AND NOT t.deleted"
-    " WHERE x.rid = ANY(:rids) AND x.resource_type = :source AND x.code = ANY(:codes)"
+    f" WHERE x.rid = ANY({opaque(':rids', 'bigint[]')}) AND x.resource_type = :source"
+    " AND x.code = ANY(:codes)"
     " AND (CAST(:target AS text) IS NULL OR x.target_type = :target) LIMIT :limit"
 )
-_REVINCLUDE = text(
-    "SELECT DISTINCT s.resource_type, s.id, s.version_id, s.last_updated,"
-    " convert_to(s.content, 'UTF8'), s.rid"
-    " FROM search_reference x JOIN resource s ON s.rid = x.rid AND NOT s.deleted"
-    " JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS p(type, id)"
-    " ON x.target_type = p.type AND x.target_id = p.id"
-    " WHERE x.resource_type = :source AND x.code = ANY(:codes)"
-    " AND (CAST(:target AS text) IS NULL OR x.target_type = :target) LIMIT :limit"
-)
+# A resource type or parameter code that can be written into SQL as it is.
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+@lru_cache(maxsize=1024)
+def _revinclude_sql(source: str, codes: tuple[str, ...]) -> str:
+    """The _revinclude statement for `source`'s reference parameters `codes`. Those are
+    written into it when plain names (as they are but for odd custom codes): with them bound,
+    the generic plan's estimate for any type and code kept PostgreSQL planning each run."""
+    if _PLAIN_NAME.fullmatch(source) and all(_PLAIN_NAME.fullmatch(c) for c in codes):
+        listed = ", ".join(f"'{c}'" for c in codes)
+        which = f"x.resource_type = '{source}' AND x.code IN ({listed})"
+    else:
+        which = "x.resource_type = :source AND x.code = ANY(:codes)"
+    return ("SELECT DISTINCT s.resource_type, s.id, s.version_id, s.last_updated,"
+            " convert_to(s.content, 'UTF8'), s.rid"
+            " FROM search_reference x JOIN resource s ON s.rid = x.rid AND NOT s.deleted"
+            f" JOIN unnest({opaque(':types', 'text[]')}, {opaque(':ids', 'text[]')})"
+            " AS p(type, id) ON x.target_type = p.type AND x.target_id = p.id"
+            f" WHERE {which}"
+            " AND (CAST(:target AS text) IS NULL OR x.target_type = :target) LIMIT :limit")
 
 
 async def _includes(
@@ -628,10 +648,11 @@ async def _includes(
             if source == "*":
                 raise error(400, "not-supported", "_revinclude=* is not supported",
                             expression="_revinclude")
-            rows = await connection.execute(_REVINCLUDE, {
+            codes = _reference_codes(source, code, "_revinclude")
+            rows = await connection.execute(_revinclude_sql(source, tuple(codes)), {
                 "types": [m.resource_type for m in frontier], "ids": [m.id for m in frontier],
-                "source": source, "codes": _reference_codes(source, code, "_revinclude"),
-                "target": target, "limit": spec.max_includes})
+                "source": source, "codes": codes, "target": target,
+                "limit": spec.max_includes})
             found += [StoredVersion(r[0], r[1], r[2], r[3], False, r[4], rid=r[5]) for r in rows]
         found = await _visible(connection, spec, found)
         fresh = []
