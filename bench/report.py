@@ -64,7 +64,7 @@ def machine_change(results: dict[str, Any]) -> float | None:
     searches than at the first's, in per cent (None without probes at both)."""
     sizes, rates = _sizes(results), probe_rates(results, "read")
     first, last = rates.get(str(sizes[0])), rates.get(str(sizes[-1]))
-    if len(sizes) < 2 or not first or last is None:
+    if len(sizes) < 2 or not first or not last:  # no probe, or one that completed nothing
         return None
     return round(100 * (last - first) / first, 1)
 
