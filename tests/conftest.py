@@ -51,6 +51,15 @@ def database_url(server_url: str) -> Iterator[str]:
     asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def empty_database(server_url: str) -> Iterator[str]:
+    """A database of its own, empty (not migrated), dropped after the test."""
+    name = f"santong_empty_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings(max_body_bytes=64 * 1024, default_page_size=20, retry_after_seconds=7,

@@ -4,29 +4,17 @@ and compared with what the server writes for the same values."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
-from tests.helpers import admin
 
 from santong.search import values
 from santong.search.index import with_spans
 from santong.storage.database import asyncpg_connect_args
 from santong.storage.migrate import alembic_config
-
-
-@pytest.fixture
-def empty_database(server_url: str) -> Iterator[str]:
-    name = f"santong_migrate_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _at(text: str) -> datetime:
@@ -112,6 +100,14 @@ def test_search_statistics_count_values_per_type_and_parameter(empty_database: s
     assert asyncio.run(_scope_estimate(empty_database)) < 500
 
 
+async def _index_node(connection: asyncpg.Connection, query: str) -> dict[str, Any]:
+    """The plan node of `query` that carries its index condition (the outermost otherwise)."""
+    node = orjson.loads(await connection.fetchval(f"EXPLAIN (FORMAT JSON) {query}"))[0]["Plan"]
+    while "Index Cond" not in node and node.get("Plans"):
+        node = node["Plans"][0]
+    return node  # type: ignore[no-any-return]
+
+
 async def _string_row_lookup(url: str) -> str:
     """The plan of one resource's string rows of one parameter (a walk's per-row test), among
     30 rows for each of 2,000 resources."""
@@ -121,11 +117,8 @@ async def _string_row_lookup(url: str) -> str:
             "INSERT INTO search_string (rid, resource_type, code, value, exact)"
             " SELECT i / 30, 'Patient', 'p' || (i % 30), 'v', 'v' FROM generate_series(0, 59999) i")
         await connection.execute("ANALYZE search_string")
-        plan = await connection.fetchval(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM search_string WHERE rid = 7 AND code = 'p3'")
-        node = orjson.loads(plan)[0]["Plan"]
-        while "Index Cond" not in node and node.get("Plans"):
-            node = node["Plans"][0]
+        node = await _index_node(
+            connection, "SELECT 1 FROM search_string WHERE rid = 7 AND code = 'p3'")
         return f"{node.get('Index Name')}: {node.get('Index Cond')}"
     finally:
         await connection.close()
@@ -210,12 +203,9 @@ async def _date_row_test(url: str) -> str:
             " t, t + interval '1 hour', 11 FROM generate_series(0, 59999) i,"
             " LATERAL (SELECT timestamptz '2024-01-01' + i * interval '1 hour' AS t) x")
         await connection.execute("VACUUM ANALYZE search_date")
-        plan = await connection.fetchval(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM search_date WHERE rid = 7 AND code = 'd1'"
+        node = await _index_node(
+            connection, "SELECT 1 FROM search_date WHERE rid = 7 AND code = 'd1'"
             " AND resource_type = 'Encounter' AND low < timestamptz '2025-01-01'")
-        node = orjson.loads(plan)[0]["Plan"]
-        while "Index Cond" not in node and node.get("Plans"):
-            node = node["Plans"][0]
         return f"{node.get('Node Type')} {node.get('Index Name')}: {node.get('Index Cond')}"
     finally:
         await connection.close()

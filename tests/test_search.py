@@ -7,8 +7,6 @@ never see each other's data.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -1040,23 +1038,17 @@ async def _plans_after_runs(url: str, sql: str, params: dict[str, Any]) -> tuple
 
 
 @pytest.fixture
-def references_database(server_url: str) -> Iterator[str]:
+def references_database(empty_database: str) -> str:
     """A migrated database of its own with 20,000 Patients and 100,000 Encounters' subject
     rows (analysed): enough rows that an index probe costs the planner what it does at scale."""
     import asyncpg
     from alembic import command
-    from sqlalchemy.engine import make_url
-    from tests.helpers import admin
 
     from santong.storage.database import asyncpg_connect_args
     from santong.storage.migrate import alembic_config
 
-    name = f"santong_plans_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
     async def fill() -> None:
-        connection = await asyncpg.connect(**asyncpg_connect_args(url))
+        connection = await asyncpg.connect(**asyncpg_connect_args(empty_database))
         try:
             await connection.execute(
                 "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted,"
@@ -1071,10 +1063,9 @@ def references_database(server_url: str) -> Iterator[str]:
         finally:
             await connection.close()
 
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(empty_database), "head")
     asyncio.run(fill())
-    yield url
-    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return empty_database
 
 
 def test_include_statements_settle_on_a_generic_plan(references_database: str) -> None:
