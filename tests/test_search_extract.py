@@ -707,6 +707,22 @@ def test_content_document_is_text_and_codes_not_meta_or_dates() -> None:
     assert not any(w.startswith(("2026", "2024-", "12:")) for w in words)
 
 
+def test_content_document_of_a_resource_deeper_than_recursion_goes() -> None:
+    """The document is walked recursively (validation stops written resources at 100
+    levels); anything deeper still gets its document, not a RecursionError (a 500)."""
+    import sys
+
+    from santong.search.values import content_document
+
+    item: dict[str, Any] = {"text": "最深处"}
+    for _ in range(sys.getrecursionlimit() + 50):
+        item = {"text": "level", "item": [item]}
+    document = content_document({"resourceType": "Questionnaire", "item": [item]})
+    words = document.split()
+    assert words[0] == "level" and words[-3:] == ["最", "深", "处"]
+    assert len(words) == sys.getrecursionlimit() + 50 + 3
+
+
 def test_extractions_caches_are_bounded() -> None:
     """Custom SearchParameters posted over a process's life bring expressions, types and
     element names of their own: every cache keyed by them has a size limit."""

@@ -292,7 +292,7 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
     narrative = (resource.get("text") or {}).get("div")
     if isinstance(narrative, str):
         rows.text.append(("_text", values.text_document(html.unescape(_TAGS.sub(" ", narrative)))))
-    rows.text.append(("_content", values.text_document(values.content_text(resource))))
+    rows.text.append(("_content", values.content_document(resource)))
     return rows
 
 
