@@ -282,22 +282,24 @@ async def test_if_none_exist_finds_the_existing_resource(client: httpx.AsyncClie
 async def test_a_bundles_conditional_creates_are_matched_together(
         client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ifNoneExist criteria of a Bundle's entries are searched by one statement; one that
-    matched nothing is confirmed under its lock (searched again), as a lone one is."""
+    matched nothing is confirmed under its lock (searched again), as a lone one is. Criteria
+    of one shape (`identifier=system|value`) are one LATERAL over arrays of their values, so
+    the statement is the same for any values and prepared once (not planned each time)."""
     import asyncpg
 
     existing_value, new_value = unique("pre-old"), unique("pre-new")
     existing = (await create(client, with_identifier(existing_value))).json()
-    searches: list[str] = []
+    searches: list[tuple[str, str]] = []
     fetch, prepare = asyncpg.Connection.fetch, asyncpg.Connection.prepare
 
     async def fetching(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
-        if "FROM resource r WHERE" in query:
-            searches.append(query)
+        if "FROM resource r WHERE" in query:  # prepared statements (cached)
+            searches.append(("fetch", query))
         return await fetch(self, query, *args, **kw)
 
     async def preparing(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
         if "FROM resource r WHERE" in query:  # statements planned once (not cached)
-            searches.append(query)
+            searches.append(("prepare", query))
         return await prepare(self, query, *args, **kw)
 
     monkeypatch.setattr(asyncpg.Connection, "fetch", fetching)
@@ -322,9 +324,45 @@ async def test_a_bundles_conditional_creates_are_matched_together(
     assert stored["subject"]["reference"] == f"Patient/{existing['id']}"
     assert [f["reference"] for f in stored["focus"]] == [
         f"Patient/{location_id(new)}", f"Patient/{existing['id']}"]
-    # Both criteria in one statement, then the unmatched one again under its lock.
-    assert len(searches) == 2 and "UNION ALL" in searches[0], searches
+    # Both criteria in one statement, then the unmatched one again under its lock: the same
+    # statement, one LATERAL over the criteria's values.
+    assert [how for how, _ in searches] == ["fetch", "fetch"], searches
+    assert searches[0][1] == searches[1][1] and "CROSS JOIN LATERAL" in searches[0][1]
     assert len(await by_identifier(client, new_value)) == 1
+
+
+async def test_conditional_creates_of_several_shapes_each_find_their_own_match(
+        client: httpx.AsyncClient) -> None:
+    """One Bundle's criteria of different shapes, searched together: those of one shape as
+    one LATERAL over their values (identifier alone; identifier with gender), the others
+    (a name, a date: their plans depend on the value) each on their own, their binds apart.
+    Each entry gets its own match, or a new resource."""
+    family, other_family = unique("形状"), unique("形状")
+    known, fresh, paired = unique("shape-known"), unique("shape-fresh"), unique("shape-pair")
+    named = (await create(client, patient(name=[{"family": family}]))).json()
+    born = (await create(client, patient(name=[{"family": other_family}],
+                                         birthDate="1931-07-02"))).json()
+    identified = (await create(client, with_identifier(known))).json()
+    pair = (await create(client, with_identifier(paired, gender="female"))).json()
+    entries = [
+        post(with_identifier(fresh), urn(), ifNoneExist=f"identifier={SYSTEM}|{fresh}"),
+        post(patient(), urn(), ifNoneExist=f"family={family}"),
+        post(with_identifier(known), urn(), ifNoneExist=f"identifier={SYSTEM}|{known}"),
+        post(patient(), urn(), ifNoneExist=f"family={other_family}&birthdate=1931-07-02"),
+        post(with_identifier(paired), urn(),
+             ifNoneExist=f"identifier={SYSTEM}|{paired}&gender=female"),
+        post(with_identifier(paired), urn(),
+             ifNoneExist=f"identifier={SYSTEM}|{paired}&gender=male"),
+    ]
+    response = await client.post("", json=bundle("transaction", *entries))
+    assert response.status_code == 200, response.text
+    answers = response.json()["entry"]
+    assert [e["response"]["status"] for e in answers] == [
+        "201 Created", "200 OK", "200 OK", "200 OK", "200 OK", "201 Created"]
+    assert [location_id(answers[i]) for i in (1, 2, 3, 4)] == [
+        named["id"], identified["id"], born["id"], pair["id"]]
+    assert len({location_id(answers[0]), location_id(answers[5]), *(
+        location_id(answers[i]) for i in (1, 2, 3, 4))}) == 6
 
 
 async def test_a_prefetched_criteria_with_two_matches_fails_the_transaction(

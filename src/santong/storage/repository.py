@@ -170,6 +170,36 @@ def _to_positional(sql: str) -> tuple[str, tuple[str, ...]]:
     return _BIND.sub(number, sql).replace("\\:", ":"), tuple(numbers)
 
 
+# A bind compared by equality (`= :b0`), as the search compiler writes token values.
+_EQUALITY_BIND = re.compile(r"= :(\w+)(?!:)")
+
+
+def _lateral_shape(where: Sequence[tuple[str, dict[str, Any]]]
+                   ) -> tuple[str, list[str]] | None:
+    """The condition of a search with its binds as the columns `u.p0`, `u.p1`, … (in order of
+    first use) and their values, when each bind is text and only compared by equality and
+    the SQL has no literals (dates are written in, their plans depend on them): its plan is
+    then an index lookup whatever the values. None otherwise."""
+    sql = " AND ".join(f"({condition})" for condition, _ in where)
+    binds: dict[str, Any] = {}
+    for _, values in where:
+        binds.update(values)
+    used = _BIND.findall(sql)
+    if len(_EQUALITY_BIND.findall(sql)) != len(used) or "'" in sql or "\\:" in sql:
+        return None
+    names = list(dict.fromkeys(used))
+    if not all(type(binds.get(name)) is str for name in names):
+        return None
+    column = {name: f"u.p{i}" for i, name in enumerate(names)}
+    return _BIND.sub(lambda match: column[match.group(1)], sql), [binds[n] for n in names]
+
+
+def _hidden(bind: str, sql_type: str) -> str:
+    """A bound array read through a one-row InitPlan: estimated alike for any values, so
+    PostgreSQL keeps the statement's generic plan (see santong.search.query.opaque)."""
+    return f"CAST((SELECT CAST({bind} AS {sql_type})) AS {sql_type})"
+
+
 # Compiled once per distinct statement (statements of the same shape repeat).
 _positional = lru_cache(maxsize=4096)(_to_positional)
 
@@ -480,27 +510,52 @@ class Transaction:
         self, searches: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]], limit: int
     ) -> list[list[StoredVersion]]:
         """`search_current` for several (resource_type, where) at once, in one statement: the
-        first `limit` matches of each (in id order within each). Their binds must not clash
-        (one Compiler made them all, sharing one dict of binds: added once)."""
+        first `limit` matches of each (in id order within each). Their binds may share names
+        (each search's are its own).
+
+        Searches of one shape (the same SQL but for text values compared by equality: a
+        Bundle's conditional creates by `identifier=system|value`) are one LATERAL over
+        arrays of their values, so the statement's text depends on the shapes only and is
+        prepared once; parsing and planning a statement built for the values cost more than
+        running it (2.5 against 0.9 ms for a Bundle's ten Patients).
+        """
         parts: list[str] = []
         params: dict[str, Any] = {"_limit": limit}
-        added: set[int] = set()
+        shapes: dict[str, list[tuple[int, str, list[str]]]] = {}
         for k, (resource_type, where) in enumerate(searches):
+            shape = _lateral_shape(where)
+            if shape is not None:
+                shapes.setdefault(shape[0], []).append((k, resource_type, shape[1]))
+                continue
             clauses = [f"r.resource_type = :_t{k}", "NOT r.deleted"]
             params[f"_t{k}"] = resource_type
-            for sql, binds in where:
-                clauses.append(f"({sql})")
-                if id(binds) not in added:
-                    added.add(id(binds))
-                    params.update(binds)
+            for sql, binds in where:  # renamed apart from the other searches' binds
+                clauses.append(_BIND.sub(lambda m, k=k: f":_s{k}_{m.group(1)}", sql))
+                params.update((f"_s{k}_{name}", value) for name, value in binds.items())
             condition = " AND ".join(clauses)
             parts.append(f"(SELECT {k} AS k, r.id, r.version_id, r.last_updated,"
                          " convert_to(r.content, 'UTF8')"
                          f" FROM resource r WHERE {condition} ORDER BY r.id LIMIT :_limit)")
+        one_off = bool(parts)
+        for g, (condition, members) in enumerate(shapes.items()):
+            count = len(members[0][2])
+            params[f"_g{g}k"] = [k for k, _, _ in members]
+            params[f"_g{g}t"] = [t for _, t, _ in members]
+            arrays = [_hidden(f":_g{g}k", "int[]"), _hidden(f":_g{g}t", "text[]")]
+            for i in range(count):
+                params[f"_g{g}p{i}"] = [values[i] for _, _, values in members]
+                arrays.append(_hidden(f":_g{g}p{i}", "text[]"))
+            columns = ", ".join(["k", "t", *(f"p{i}" for i in range(count))])
+            parts.append(
+                "(SELECT u.k, r.id, r.version_id, r.last_updated, convert_to(r.content, 'UTF8')"
+                f" FROM unnest({', '.join(arrays)}) AS u({columns})"
+                " CROSS JOIN LATERAL (SELECT r.id, r.version_id, r.last_updated, r.content"
+                " FROM resource r WHERE r.resource_type = u.t AND NOT r.deleted"
+                f" AND {condition} ORDER BY r.id LIMIT :_limit) r)")
         found: list[list[StoredVersion]] = [[] for _ in searches]
         if parts:
             await self.flush()
-            for row in await self.run(" UNION ALL ".join(parts), params, one_off=True):
+            for row in await self.run(" UNION ALL ".join(parts), params, one_off=one_off):
                 found[row[0]].append(StoredVersion(searches[row[0]][0], row[1], row[2], row[3],
                                                    False, row[4]))
         return found

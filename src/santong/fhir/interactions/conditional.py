@@ -78,24 +78,28 @@ async def prefetch_matches(call: Call, criteria: list[tuple[str, list[tuple[str,
     found: list[list[StoredVersion] | None] = [None] * len(criteria)
     position = 0
     while position < len(criteria):
-        compiler = Compiler(call.request.base_url)
         searches: list[tuple[str, list[tuple[str, dict[str, object]]]]] = []
         positions: list[int] = []
+        binds = 0
         # A statement takes at most 32,767 parameters: a long Bundle's take several, each of
         # at most _CRITERIA_PER_STATEMENT criteria.
         while (position < len(criteria) and len(searches) < _CRITERIA_PER_STATEMENT
-               and len(compiler.binds) < _BINDS_PER_STATEMENT):
+               and binds < _BINDS_PER_STATEMENT):
             resource_type, params = criteria[position]
             position += 1
             selecting = _selecting(params)
             if not selecting or any(key.rsplit(":", 1)[-1] in terminology.MODIFIERS
                                     for key, _ in selecting if ":" in key):
                 continue
+            # A compiler each: criteria of one shape then have the same SQL (aliases and
+            # binds numbered alike), which storage runs as one (search_current_each).
+            compiler = Compiler(call.request.base_url)
             try:
                 # Raises past MAX_VALUES binds of its own (left to `match`, which reports it).
                 compiled = compiler.compile(resource_type, selecting, strict=True)
             except FhirError:
                 continue
+            binds += len(compiler.binds)
             searches.append((resource_type, compiled.conditions))
             positions.append(position - 1)
         matches = await call.tx.search_current_each(searches, limit)
