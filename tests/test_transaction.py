@@ -331,6 +331,29 @@ async def test_a_bundles_conditional_creates_are_matched_together(
     assert len(await by_identifier(client, new_value)) == 1
 
 
+async def test_an_entry_nested_deeper_than_python_recurses_is_a_400(
+        client: httpx.AsyncClient) -> None:
+    """References are found recursively, falling back to a stack for depths beyond Python's
+    recursion limit: the deepest one is still found (here it names no entry: a 400), and
+    nothing fails with a 500."""
+    import sys
+
+    levels = sys.getrecursionlimit() // 2 + 5  # a dict and a list each: past the limit
+    missing = urn()
+    deep = '{"reference": "' + missing + '"}'
+    for _ in range(levels):
+        deep = '{"url": "http://example.org/x", "extension": [' + deep + "]}"
+    body = ('{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": '
+            '{"resourceType": "Basic", "code": {"text": "deep"}, "extension": [' + deep
+            + ']}, "request": {"method": "POST", "url": "Basic"}}]}')
+    response = await client.post("", content=body,
+                                 headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert missing in issue["diagnostics"] and "matches the fullUrl of no entry" in issue[
+        "diagnostics"]
+
+
 async def test_conditional_creates_of_several_shapes_each_find_their_own_match(
         client: httpx.AsyncClient) -> None:
     """One Bundle's criteria of different shapes, searched together: those of one shape as

@@ -212,8 +212,31 @@ def references(value: Any) -> list[dict[str, Any]]:
     """Every object holding a string `reference` (Reference), at any depth: nested elements,
     extensions, contained resources, Parameters values; in document order."""
     found: list[dict[str, Any]] = []
-    # An explicit stack, not recursion: this walks every entry of every Bundle. Every child
-    # goes on it (the type test at the pop is cheaper than filtering each one going on).
+    try:
+        _references_in(value, found)
+    except RecursionError:  # nested deeper than Python recurses (validation comes later)
+        return _references_deep(value)
+    return found
+
+
+def _references_in(value: Any, found: list[dict[str, Any]]) -> None:
+    # Recursive: this walks every entry of every Bundle, at half the cost of a stack.
+    kind = type(value)
+    if kind is dict:
+        if type(value.get("reference")) is str:
+            found.append(value)
+        for item in value.values():
+            if type(item) is dict or type(item) is list:
+                _references_in(item, found)
+    elif kind is list:
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                _references_in(item, found)
+
+
+def _references_deep(value: Any) -> list[dict[str, Any]]:
+    """`references` with an explicit stack, for any depth."""
+    found: list[dict[str, Any]] = []
     stack = [value]
     pop, extend = stack.pop, stack.extend
     while stack:
