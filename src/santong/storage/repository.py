@@ -29,6 +29,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from santong.search.index import IndexRows, index_ctes, index_params
+from santong.search.query import opaque
 from santong.storage.group_commit import GroupCommit
 
 Statement = TextClause | str
@@ -192,12 +193,6 @@ def _lateral_shape(where: Sequence[tuple[str, dict[str, Any]]]
         return None
     column = {name: f"u.p{i}" for i, name in enumerate(names)}
     return _BIND.sub(lambda match: column[match.group(1)], sql), [binds[n] for n in names]
-
-
-def _hidden(bind: str, sql_type: str) -> str:
-    """A bound array read through a one-row InitPlan: estimated alike for any values, so
-    PostgreSQL keeps the statement's generic plan (see santong.search.query.opaque)."""
-    return f"CAST((SELECT CAST({bind} AS {sql_type})) AS {sql_type})"
 
 
 # Compiled once per distinct statement (statements of the same shape repeat).
@@ -541,10 +536,10 @@ class Transaction:
             count = len(members[0][2])
             params[f"_g{g}k"] = [k for k, _, _ in members]
             params[f"_g{g}t"] = [t for _, t, _ in members]
-            arrays = [_hidden(f":_g{g}k", "int[]"), _hidden(f":_g{g}t", "text[]")]
+            arrays = [opaque(f":_g{g}k", "int[]"), opaque(f":_g{g}t", "text[]")]
             for i in range(count):
                 params[f"_g{g}p{i}"] = [values[i] for _, _, values in members]
-                arrays.append(_hidden(f":_g{g}p{i}", "text[]"))
+                arrays.append(opaque(f":_g{g}p{i}", "text[]"))
             columns = ", ".join(["k", "t", *(f"p{i}" for i in range(count))])
             parts.append(
                 "(SELECT u.k, r.id, r.version_id, r.last_updated, convert_to(r.content, 'UTF8')"
