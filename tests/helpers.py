@@ -42,11 +42,13 @@ def r4_base() -> Path:
     return unpacked
 
 
-async def admin(url: str, statement: str) -> None:
-    """Run one statement (CREATE/DROP DATABASE) on the server at `url`, outside transactions."""
+async def admin(url: str, *statements: str) -> None:
+    """Run statements (CREATE/DROP DATABASE, set-up SQL) one after another on the server at
+    `url`, on a connection of their own, outside transactions."""
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
-        await connection.execute(statement)
+        for statement in statements:
+            await connection.execute(statement)
     finally:
         await connection.close()
 
