@@ -388,6 +388,32 @@ async def test_conditional_creates_of_several_shapes_each_find_their_own_match(
         location_id(answers[i]) for i in (1, 2, 3, 4))}) == 6
 
 
+async def test_conditional_creates_past_one_statements_worth_each_find_their_own_match(
+        client: httpx.AsyncClient) -> None:
+    """205 criteria of one shape are searched 100 at a time (three LATERAL statements); every
+    third matches a Patient created before, the others create one each: each entry answers
+    for its own criteria, none for a neighbour's."""
+    values = [unique("m") for _ in range(205)]
+
+    def minimal(value: str) -> dict[str, Any]:  # the Bundle stays under the body limit
+        return {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": value}]}
+
+    existing = {i: (await create(client, minimal(values[i]))).json()["id"]
+                for i in range(0, 205, 3)}
+    response = await client.post("", json=bundle("transaction", *(
+        post(minimal(value), ifNoneExist=f"identifier={SYSTEM}|{value}") for value in values)))
+    assert response.status_code == 200, response.text
+    answers = response.json()["entry"]
+    for i, answer in enumerate(answers):
+        if i in existing:
+            assert answer["response"]["status"] == "200 OK", i
+            assert location_id(answer) == existing[i], i
+        else:
+            assert answer["response"]["status"] == "201 Created", i
+            assert answer["resource"]["identifier"][0]["value"] == values[i], i
+    assert len({location_id(a) for a in answers}) == 205
+
+
 async def test_a_prefetched_criteria_with_two_matches_fails_the_transaction(
         client: httpx.AsyncClient) -> None:
     twice, other = unique("pre-twice"), unique("pre-other")
