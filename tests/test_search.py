@@ -1058,7 +1058,6 @@ def references_database(empty_database: str) -> str:
     return empty_database
 
 
-
 def test_include_statements_settle_on_a_generic_plan(references_database: str) -> None:
     """The include statements' arrays are hidden from the planner (query.opaque): after its
     five trial runs PostgreSQL keeps the generic plan instead of planning every run. With the
