@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -41,23 +42,29 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return start_embedded_postgres(tmp_path_factory.mktemp("santong-data"))
 
 
+@contextmanager
+def _own_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new database on the test server, its URL, and the database dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
-    name = f"santong_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _own_database(server_url, "santong_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture
 def empty_database(server_url: str) -> Iterator[str]:
     """A database of its own, empty (not migrated), dropped after the test."""
-    name = f"santong_empty_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _own_database(server_url, "santong_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
