@@ -58,36 +58,65 @@ def typed_rows(param_type: str, nodes: list[Node]) -> list[tuple[Any, ...]]:
     return [row[1:] for row in _ROW_MAKERS[param_type]("", [(n.type, n.value) for n in nodes])]
 
 
+@dataclass(frozen=True, slots=True)
+class _Component:
+    """One component of a composite parameter, resolved when the type's plan is made."""
+
+    type: str  # the component parameter's type: a table of TABLES
+    names: tuple[str, ...]  # the columns of its rows after the code
+    expression: str  # relative to each value the composite selects
+
+
+def _components(param: SearchParameter) -> tuple[_Component, ...] | None:
+    """The composite's components; None when one is unknown or of a type not indexed."""
+    components = []
+    for url, expression in param.components:
+        component = by_url(url)
+        if component is None or component.type not in TABLES:
+            return None
+        names = tuple(c.split()[0] for c in TABLES[component.type][1:])
+        components.append(_Component(component.type, names, expression))
+    return tuple(components)
+
+
 def _composite_rows(resource: dict[str, Any], param: SearchParameter,
-                    seen: dict[tuple[int, str, str, str], list[Any] | None]) -> list[str]:
+                    components: tuple[_Component, ...], seen: dict[tuple[Any, ...], Any]
+                    ) -> list[str]:
     """One JSON document per composite value: each component's index rows, by column name.
 
-    A value is dropped at its first component that selects nothing: most composites
-    (Observation's code-value-*) have no value for a given resource. `seen` keeps one
-    resource's component rows by value, type and expression: composites share components
-    (`code` on the Observation in six of them), each is evaluated once.
+    Every component's values are selected before any rows are made, and a value is dropped at
+    the first component that selects nothing: most composites (Observation's code-value-*)
+    have no value for a given resource. `seen` keeps one resource's selections and rows by
+    value and expression (`code` is a component of six of Observation's composites); an entry
+    holds its value, so that its id is not reused for another while the resource is indexed.
     """
     documents = []
-    components = [(by_url(url), expression) for url, expression in param.components]
-    if any(c is None or c.type not in TABLES for c, _ in components):
-        return documents
     resource_type = resource["resourceType"]
     for node in extract(resource, param):
-        document = []
-        for component, expression in components:
-            key = (id(node.value), node.type, component.type, expression)  # what rows depend on
-            if key in seen:
-                rows = seen[key]
-            else:
-                names = [c.split()[0] for c in TABLES[component.type][1:]]
-                nodes = evaluate_relative(resource_type, expression, node, resource)
-                rows = seen[key] = [dict(zip(names, map(json_value, row), strict=True))
-                                    for row in typed_rows(component.type, nodes)] or None
-            if rows is None:
+        selections = []
+        for component in components:
+            key = (id(node.value), node.type, component.expression)
+            selected = seen.get(key)
+            if selected is None:
+                nodes = evaluate_relative(resource_type, component.expression, node, resource)
+                selected = seen[key] = (node.value, nodes)
+            if not selected[1]:
                 break
-            document.append(rows)
+            selections.append(selected)
         else:
-            documents.append(orjson.dumps(document).decode())
+            document = []
+            for component, (value, nodes) in zip(components, selections, strict=True):
+                key = (id(value), node.type, component.expression, component.type)
+                made = seen.get(key)
+                if made is None:
+                    made = seen[key] = (value, [
+                        dict(zip(component.names, map(json_value, row), strict=True))
+                        for row in typed_rows(component.type, nodes)])
+                if not made[1]:
+                    break
+                document.append(made[1])
+            else:
+                documents.append(orjson.dumps(document).decode())
     return documents
 
 
@@ -203,6 +232,7 @@ class _Entry:
     table: str  # an IndexRows field
     select: Pairs | None  # None for composites (their components are selected per value)
     rows: Callable[[str, list[tuple[str, Any]]], list[tuple[Any, ...]]] | None
+    components: tuple[_Component, ...] = ()  # a composite's
 
 
 # A plan remembers the parameters of at most this many distinct JSON keys (they come from
@@ -227,7 +257,10 @@ class _Plan:
                 continue  # stored_as: its values are in other parameters' rows
             table = "position" if param.positional else param.type
             if param.type == "composite":
-                entry = _Entry(param, table, None, None)
+                components = _components(param)
+                if components is None:
+                    continue  # a component unknown or not indexed: no documents
+                entry = _Entry(param, table, None, None, components)
             elif table in _ROW_MAKERS:
                 entry = _Entry(param, table, pairs_extractor(resource_type, param),
                                _ROW_MAKERS[table])
@@ -273,12 +306,12 @@ def _plan(resource_type: str) -> _Plan:
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     resource_type = resource["resourceType"]
-    seen: dict[tuple[int, str, str, str], list[Any] | None] = {}
+    seen: dict[tuple[Any, ...], Any] = {}
     for code, entry in _plan(resource_type).applicable(resource).items():
         try:
             if entry.select is None:  # a composite
-                rows.composite += [(code, d) for d in _composite_rows(resource, entry.param,
-                                                                      seen)]
+                rows.composite += [(code, d) for d in _composite_rows(
+                    resource, entry.param, entry.components, seen)]
                 continue
             pairs = entry.select(resource)
         except ExtractionError as exc:
