@@ -28,6 +28,23 @@ def parse_range(value: str) -> tuple[datetime, datetime]:
     """
     # Every written resource's dates come through here: positional groups, zones and
     # precisions made once (this was 7.6 µs a dateTime, a sixth of indexing an Encounter).
+    if len(value) in _ISO_SHAPES and value.isascii() and _ISO_SHAPES[len(value)](value):
+        # A dateTime to the second with a zone, or a date: the commonest, read by the
+        # datetime module (3.1 -> 1.4 µs with a zone offset); anything else goes on below,
+        # as does a value whose range would pass what datetime holds.
+        try:
+            if len(value) == 10:
+                start = datetime.fromisoformat(value).replace(tzinfo=UTC)
+                return start, start + _DAY
+            start = datetime.fromisoformat(value)  # its end is a second on in its own zone
+            return start.astimezone(UTC), (start + _SECOND).astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass
+    return _parse_any(value)
+
+
+def _parse_any(value: str) -> tuple[datetime, datetime]:
+    """parse_range for every precision and zone, by _DATETIME."""
     match = _DATETIME.match(value.strip())
     if match is None:
         raise ValueError(f"{value!r} is not a FHIR date, dateTime or instant")
@@ -58,6 +75,13 @@ def parse_range(value: str) -> tuple[datetime, datetime]:
 
 
 _DAY, _MINUTE, _SECOND = timedelta(days=1), timedelta(minutes=1), timedelta(seconds=1)
+# The shapes parse_range reads with datetime.fromisoformat, by length: what _DATETIME matches
+# at that precision, ASCII digits only (checked before), and nothing more.
+_ISO_SHAPES = {
+    10: re.compile(r"\d{4}-\d{2}-\d{2}").fullmatch,
+    20: re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z").fullmatch,
+    25: re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}").fullmatch,
+}
 # The span of a fraction of n digits (microseconds at most).
 _FRACTIONS = {n: timedelta(microseconds=10 ** (6 - n)) for n in range(1, 7)}
 
