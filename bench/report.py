@@ -172,6 +172,16 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _cpu_split(x: dict[str, Any]) -> str:
+    """`; CPU: server …, PostgreSQL backends …` of a scenario, when the run measured it."""
+    if "database_backends_cpu_percent" not in x:
+        return ""
+    return (f"; CPU: server {x.get('server_cpu_percent', '?')} %, PostgreSQL backends "
+            f"{x['database_backends_cpu_percent']} %, autovacuum "
+            f"{x['database_autovacuum_cpu_percent']} %, background "
+            f"{x['database_background_cpu_percent']} %")
+
+
 def _search_lines(results: dict[str, Any]) -> list[str]:
     sizes = _sizes(results)
     bare_read = _find(results, "bare", "read by id", 16)
@@ -362,14 +372,22 @@ def _markdown(results: dict[str, Any]) -> str:
     out.append("")
     out += _search_lines(results)
 
-    out += ["## Transactions", ""]
+    out += ["## Transactions", "",
+            "CPU during each run in % of one core (the machine has "
+            f"{results.get('meta', {}).get('machine', {}).get('cores', '?')}): the server's "
+            "processes; PostgreSQL's client backends (the server's statements), its autovacuum "
+            "workers (with any other process that exited during the run) and its background "
+            "processes (checkpointer, WAL writer, …). Autovacuum vacuums and analyzes a table "
+            "after enough of its rows changed, here the Bundles' own inserts: it competes for "
+            "the same cores.", ""]
     transactions = [x for x in results["scenarios"] if x["group"] == "transaction"]
     executemany = results.get("limits", {}).get("executemany")
     for x in transactions:
         out.append(f"- {x['name']}, {x['clients']} clients: **{_rate(x['rate'])} resources/s** "
                    f"({x['per_second']} Bundles/s, p50 {_ms(x['p50_us'])} ms, p99 "
                    f"{_ms(x['p99_us'])} ms, {x['errors']} errors); ÷ asyncpg executemany: "
-                   f"{_ratio(x['rate'], executemany['per_second'] if executemany else None)}")
+                   f"{_ratio(x['rate'], executemany['per_second'] if executemany else None)}"
+                   + _cpu_split(x))
     for x in results["skipped"]:
         if x["group"] == "transaction":
             out.append(f"- {x['name']}: skipped — {x['reason']}")

@@ -163,6 +163,47 @@ def proc_cpu_seconds(pid: int) -> float:
     return total
 
 
+# The processes of a PostgreSQL server by what they do, from their titles
+# (`postgres: checkpointer`, `postgres: autovacuum worker santong_10000`, `postgres: postgres
+# santong_10000 [local] idle`).
+_BACKGROUND = ("checkpointer", "walwriter", "background writer", "autovacuum launcher",
+               "logical replication launcher", "archiver", "startup")
+
+
+def database_cpu_seconds(postmaster: int) -> dict[str, float]:
+    """CPU seconds so far of a PostgreSQL server's processes: `backends` (client connections,
+    the server's queries), `autovacuum` (its workers, and every process that has exited: the
+    postmaster's reaped children, mostly autovacuum workers, which live for one table each)
+    and `background` (checkpointer, WAL writer, … and the postmaster itself)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {"backends": 0.0, "autovacuum": 0.0, "background": 0.0}
+    for process in process_tree(postmaster):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            title = Path(f"/proc/{process}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
+        except OSError:
+            continue  # exited since: counted by the postmaster once reaped
+        own = (int(fields[11]) + int(fields[12])) / ticks
+        if process == postmaster:
+            out["background"] += own
+            out["autovacuum"] += (int(fields[13]) + int(fields[14])) / ticks
+        elif "autovacuum worker" in title:
+            out["autovacuum"] += own
+        elif title.removeprefix("postgres: ").startswith(_BACKGROUND):
+            out["background"] += own
+        else:
+            out["backends"] += own
+    return out
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of the PostgreSQL server of the data folder `pgdata` (its postmaster.pid)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    return None
+
+
 def machine_busy() -> tuple[int, int, int]:
     """The machine's busy, total and stolen CPU ticks (/proc/stat: steal is the time the
     hypervisor gave this VM's CPUs to others, one cause of a shared machine's slow phases)."""
@@ -183,6 +224,7 @@ class LoadGenerator:
             raise SystemExit("bench: wrk is not installed (apt-get install wrk), "
                              "or use --loadgen python")
         self.kind = kind
+        self.database_pid: int | None = None  # the PostgreSQL server's, for its CPU
 
     def version(self) -> str:
         if self.kind == "wrk":
@@ -205,6 +247,7 @@ class LoadGenerator:
         """`offset`: the request of the file to start from (cycling through all of them)."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = proc_cpu_seconds(server_pid) if server_pid else 0.0
+        database_cpu = database_cpu_seconds(self.database_pid) if self.database_pid else {}
         busy0, total0, steal0 = machine_busy()
         started = time.perf_counter()
         done = subprocess.run(self.command(url, requests, clients, duration, offset),
@@ -212,6 +255,13 @@ class LoadGenerator:
         elapsed = time.perf_counter() - started
         busy1, total1, steal1 = machine_busy()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if self.database_pid:
+            database_after = database_cpu_seconds(self.database_pid)
+            result_database = {f"database_{kind}_cpu_percent": round(
+                100 * (database_after[kind] - database_cpu.get(kind, 0.0)) / elapsed, 1)
+                for kind in database_after}
+        else:
+            result_database = {}
         line = next((x for x in done.stdout.splitlines() if x.startswith("JSON ")), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"{self.kind} failed ({done.returncode}): "
@@ -232,6 +282,7 @@ class LoadGenerator:
             100 * (busy1 - busy0) / max(1, total1 - total0), 1)
         result["steal_percent"] = round(100 * (steal1 - steal0) / max(1, total1 - total0), 1)
         result["machine_cores"] = ncpu
+        result.update(result_database)
         return result
 
     def once(self, url: str, requests: Path, clients: int) -> dict[str, Any]:
@@ -714,6 +765,7 @@ class Bench:
                 f"generator {self.loadgen.kind}" + (f", soak {args.soak_seconds} s"
                                                     if args.soak else ""))
             pg_url = start_embedded_postgres(data_dir)
+            self.loadgen.database_pid = postmaster_pid(data_dir / "pg")
             asyncio.run(create_database(pg_url, "bench_limit"))
             first: dict[str, Any] = {}
             by_size: dict[str, Any] = {}

@@ -107,6 +107,15 @@ def test_report_states_machine_versions_data_ratios_and_memory(report: tuple[dic
                     "## Validation cost", "## Memory", "## Soak"):
         assert heading in markdown
     assert "No failed requests in any scenario." in markdown
+    # PostgreSQL's CPU during each run, by kind of process: its backends ran the statements
+    for scenario in results["scenarios"]:
+        split = [scenario[f"database_{kind}_cpu_percent"]
+                 for kind in ("backends", "autovacuum", "background")]
+        assert all(share >= 0 for share in split), scenario
+    transactions = [s for s in results["scenarios"] if s["group"] == "transaction"]
+    assert all(s["database_backends_cpu_percent"] > 0 for s in transactions)
+    assert all("PostgreSQL backends" in line for line in markdown.splitlines()
+               if " resources/s** (" in line) and transactions
 
 
 def test_search_change_is_also_given_against_the_machine() -> None:
