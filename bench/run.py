@@ -410,9 +410,12 @@ class Bench:
     def record(self, group: str, name: str, clients: int, result: dict[str, Any],
                unit: str = "req/s", per_request: float = 1.0,
                server_pid: int | None = None) -> dict[str, Any]:
+        # from the count, not from per_second (rounded to 0.1: a Bundle run's resources/s
+        # would move in steps of a Bundle's size over 10)
+        per_second = result["requests"] / result["seconds"] if result["seconds"] else 0.0
         entry = {"group": group, "name": name, "clients": clients, "unit": unit,
                  "patients": self.patients, "completed": result["requests"] > 0,
-                 "rate": round(result["per_second"] * per_request, 1), **result}
+                 "rate": round(per_second * per_request, 1), **result}
         if server_pid:
             entry["server_rss_kib"] = tree_memory(server_pid)["rss_kib"]
         self.results["scenarios"].append(entry)
