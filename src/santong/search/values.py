@@ -207,8 +207,8 @@ Reference = tuple[str | None, str | None, str | None, str | None, str | None]
 @lru_cache(maxsize=16384)
 def parse_reference(reference: str) -> tuple[str | None, str | None, str | None]:
     """(type, id, absolute url) of a reference string; contained (#x) references give Nones.
-    Remembered: a Bundle's entries point at the same few patients and encounters (each
-    written resource's references were a twentieth of its indexing)."""
+    Remembered: a Bundle's entries point at the same few patients and encounters (parsing
+    them again was about 6 % of indexing the benchmark's Bundle resources)."""
     if reference.startswith("#"):
         return None, None, None
     match = _REFERENCE.match(reference)
