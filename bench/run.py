@@ -151,16 +151,21 @@ def tree_memory(pid: int) -> dict[str, Any]:
             "peak_kib": max((p.get("VmHWM", 0) for p in processes), default=0)}
 
 
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """CPU seconds of process `pid` (user + system): its own, and its reaped children's; None
+    when it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks, (int(fields[13]) + int(fields[14])) / ticks
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """CPU time of `pid` and its live descendants (the server's worker processes)."""
-    total = 0.0
-    for process in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
+    return sum(times[0] for process in process_tree(pid)
+               if (times := cpu_seconds(process)) is not None)
 
 
 # The processes of a PostgreSQL server by what they do, from their titles
@@ -175,19 +180,20 @@ def database_cpu_seconds(postmaster: int) -> dict[str, float]:
     the server's queries), `autovacuum` (its workers, and every process that has exited: the
     postmaster's reaped children, mostly autovacuum workers, which live for one table each)
     and `background` (checkpointer, WAL writer, … and the postmaster itself)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     out = {"backends": 0.0, "autovacuum": 0.0, "background": 0.0}
     for process in process_tree(postmaster):
+        times = cpu_seconds(process)
         try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
             title = Path(f"/proc/{process}/cmdline").read_bytes().replace(b"\0", b" ").decode(
                 errors="replace").strip()
         except OSError:
+            times = None
+        if times is None:
             continue  # exited since: counted by the postmaster once reaped
-        own = (int(fields[11]) + int(fields[12])) / ticks
+        own, reaped = times
         if process == postmaster:
             out["background"] += own
-            out["autovacuum"] += (int(fields[13]) + int(fields[14])) / ticks
+            out["autovacuum"] += reaped
         elif "autovacuum worker" in title:
             out["autovacuum"] += own
         elif title.removeprefix("postgres: ").startswith(_BACKGROUND):

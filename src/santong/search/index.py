@@ -104,20 +104,26 @@ def _composite_rows(resource: dict[str, Any], param: SearchParameter,
                 break
             selections.append(selected)
         else:
-            document = []
-            for component, (value, nodes) in zip(components, selections, strict=True):
-                key = (id(value), node.type, component.expression, component.type)
-                made = seen.get(key)
-                if made is None:
-                    made = seen[key] = (value, [
-                        dict(zip(component.names, map(json_value, row), strict=True))
-                        for row in typed_rows(component.type, nodes)])
-                if not made[1]:
-                    break
-                document.append(made[1])
-            else:
+            document = [_component_rows(component, node.type, selected, seen)
+                        for component, selected in zip(components, selections, strict=True)]
+            if all(document):  # a component's values may give no rows (nothing indexable)
                 documents.append(orjson.dumps(document).decode())
     return documents
+
+
+def _component_rows(component: _Component, node_type: str,
+                    selected: tuple[Any, list[Node]], seen: dict[tuple[Any, ...], Any]
+                    ) -> list[dict[str, Any]]:
+    """The rows of one component's values (`selected`: the composite's value and the nodes
+    the component selects in it), by column name; remembered in `seen` as in
+    `_composite_rows`."""
+    value, nodes = selected
+    key = (id(value), node_type, component.expression, component.type)
+    made = seen.get(key)
+    if made is None:
+        made = seen[key] = (value, [dict(zip(component.names, map(json_value, row), strict=True))
+                                    for row in typed_rows(component.type, nodes)])
+    return made[1]  # type: ignore[no-any-return]
 
 
 def json_value(value: Any) -> Any:
